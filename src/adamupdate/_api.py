@@ -1,0 +1,176 @@
+"""``adamupdate()``: argument parsing and orchestration (normalize → validate → group → kernel →
+rebuild). The math is in :mod:`adamupdate._algorithm`; the kernels in :mod:`adamupdate._kernels`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TypeVar
+
+from . import _engine, _tree, _validate
+
+T = TypeVar("T")
+
+
+def adamupdate(
+    params: T,
+    grad: Any,
+    avg_grad: Any,
+    avg_sq_grad: Any,
+    iteration: int,
+    learn_rate: float = 0.001,
+    grad_decay: float = 0.9,
+    sq_grad_decay: float = 0.999,
+    epsilon: float = 1e-8,
+    *,
+    inplace: bool = False,
+    state_dtype: Any = None,
+) -> tuple[T, Any, Any]:
+    r"""Update learnable parameters with one Adam step, exactly as MATLAB's ``adamupdate``.
+
+    .. math::
+
+        m &\leftarrow \beta_1 m + (1-\beta_1)\, g, \qquad
+        v \leftarrow \beta_2 v + (1-\beta_2)\, |g|^2 \\
+        p &\leftarrow p - \alpha \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}
+              \cdot \frac{m}{\sqrt{v} + \epsilon}
+
+    with :math:`\beta_1` = ``grad_decay``, :math:`\beta_2` = ``sq_grad_decay``,
+    :math:`\alpha` = ``learn_rate`` and :math:`t` = ``iteration``. Note that :math:`\epsilon` is
+    added to :math:`\sqrt{v}`, not to the bias-corrected :math:`\sqrt{\hat v}` as in PyTorch and
+    optax (see :mod:`adamupdate._algorithm`).
+
+    Parameters
+    ----------
+    params
+        The learnable parameters: a NumPy array or scalar, a PyTorch tensor (CPU or CUDA), a JAX
+        array, any Array-API array, a nested ``list``/``tuple``/``dict`` of those (MATLAB's cell
+        arrays and structures), a pandas DataFrame with ``Layer``, ``Parameter`` and ``Value``
+        columns (MATLAB's Learnables table), or a ``torch.nn.Module`` (MATLAB's ``dlnetwork``;
+        see :mod:`adamupdate.nn`). Real or complex.
+    grad
+        Gradients, with exactly the structure, shapes, dtypes and devices of ``params``. For a
+        network: a Learnables-style table, a dict keyed by parameter name, or a list in
+        ``named_parameters()`` order.
+    avg_grad, avg_sq_grad
+        The moving averages returned by the previous call, or ``None`` (also ``[]`` or an empty
+        array, MATLAB's ``[]``) on the first call.
+    iteration
+        The iteration number, 1 on the first call, incremented by 1 on each call. A traced value
+        is accepted inside ``jax.jit`` (it cannot be checked there).
+    learn_rate
+        Global learning rate :math:`\alpha \ge 0` (default 0.001). For a network, each
+        parameter's rate is ``learn_rate`` times its learn-rate factor.
+    grad_decay
+        Gradient decay factor :math:`\beta_1 \in [0, 1)` (default 0.9).
+    sq_grad_decay
+        Squared gradient decay factor :math:`\beta_2 \in [0, 1)` (default 0.999).
+    epsilon
+        Small constant :math:`\epsilon > 0` (default 1e-8).
+    inplace
+        Write the results into the given parameter and state buffers (NumPy arrays, PyTorch
+        tensors; JAX buffers are donated) and return those same objects, so a training loop
+        allocates nothing per step. Default ``False``: inputs are never modified. A network's
+        parameters are always updated in place.
+    state_dtype
+        dtype of the two averages (default: the gradient's dtype), e.g. ``"float32"`` to keep
+        float32 averages for float16/bfloat16 parameters.
+
+    Returns
+    -------
+    params, avg_grad, avg_sq_grad
+        The updated parameters, in the container, dtype and device they came in, and the two
+        averages, which mirror ``grad``. The squared average of a complex gradient is real.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a bad argument, naming it and, inside containers, the path of the first mismatch,
+        e.g. ``grad['fc1'][0]: shape (3, 4) does not match params (4, 3)``. Nothing is changed
+        when an error is raised, also with ``inplace=True``.
+
+    Examples
+    --------
+    MATLAB's own example: one step with learn rate 0.05 and decays 0.75 and 0.95.
+
+    >>> import numpy as np
+    >>> from adamupdate import adamupdate
+    >>> params = np.zeros((3, 3, 4))
+    >>> grad = np.ones((3, 3, 4))
+    >>> params, avg_grad, avg_sq_grad = adamupdate(params, grad, None, None, 1, 0.05, 0.75, 0.95)
+    >>> float(-params[0, 0, 0])  # every parameter drops by 0.05·√0.05/(√0.05 + 1e-8)
+    0.04999999776393212
+    """
+    hyper = _hyperparameters(iteration, learn_rate, grad_decay, sq_grad_decay, epsilon)
+    if not isinstance(inplace, bool):
+        raise TypeError(f"inplace must be True or False, got {inplace!r}")
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(params, torch.nn.Module):
+        from .nn import update_network
+
+        return update_network(
+            params, grad, avg_grad, avg_sq_grad, hyper, inplace=inplace, state_dtype=state_dtype
+        )
+    param_leaves, node = _tree.flatten(params)
+    grad_leaves = _tree.leaves_like(node, grad, "grad")
+    avg_leaves = _state_leaves(node, avg_grad, "avg_grad")
+    sq_leaves = _state_leaves(node, avg_sq_grad, "avg_sq_grad")
+
+    def path(argument: str, index: int) -> str:
+        return _tree.format_path(argument, _tree.leaf_path(node, index))
+
+    groups = _engine.plan(
+        param_leaves,
+        grad_leaves,
+        avg_leaves,
+        sq_leaves,
+        path=path,
+        inplace=inplace,
+        state_dtype=state_dtype,
+    )
+    new_params, new_avg, new_sq = _engine.run(
+        groups, param_leaves, grad_leaves, avg_leaves, sq_leaves, hyper, inplace=inplace
+    )
+    # The averages mirror grad: for a table that means grad's own Layer/Parameter columns.
+    state_node = _tree.flatten(grad)[1] if _tree.contains_table(node) else node
+    return (
+        _tree.unflatten(node, new_params),
+        _tree.unflatten(state_node, new_avg),
+        _tree.unflatten(state_node, new_sq),
+    )
+
+
+def _hyperparameters(
+    iteration: Any, learn_rate: Any, grad_decay: Any, sq_grad_decay: Any, epsilon: Any
+) -> _engine.Hyperparameters:
+    xp = None
+    if _validate.is_traced(iteration):
+        import jax.numpy as xp  # inside jax.jit: the value is unknown, its form is not checked
+    else:
+        iteration = _validate.iteration(iteration)
+    return _engine.Hyperparameters(
+        learn_rate=_validate.learn_rate(learn_rate),
+        grad_decay=_validate.decay(grad_decay, "grad_decay"),
+        sq_grad_decay=_validate.decay(sq_grad_decay, "sq_grad_decay"),
+        epsilon=_validate.epsilon(epsilon),
+        iteration=iteration,
+        xp=xp,
+    )
+
+
+def is_empty_state(state: Any) -> bool:
+    """MATLAB's ``[]``: ``None``, an empty list or tuple, or an array with no elements."""
+    if state is None:
+        return True
+    if isinstance(state, (list, tuple)):
+        return len(state) == 0 and not hasattr(type(state), "_fields")
+    if _tree.is_table(state) or isinstance(state, dict):
+        return False
+    size = state.numel() if hasattr(state, "numel") else getattr(state, "size", None)
+    return size == 0
+
+
+def _state_leaves(node: _tree.Node, state: Any, name: str) -> list[Any]:
+    if is_empty_state(state):
+        return [None] * node.size
+    return _tree.leaves_like(node, state, name, allow_empty=True)

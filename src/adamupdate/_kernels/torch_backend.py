@@ -1,0 +1,181 @@
+"""PyTorch tensors (CPU and CUDA) and ``nn.Parameter``.
+
+Real tensors go through PyTorch's own fused Adam kernel (``torch._fused_adam_``, one launch per
+group), which computes MATLAB's step when given ε_torch = ε/√(1−β2^t): PyTorch's denominator
+√v̂ + ε_torch = (√v + ε)/√(1−β2^t), so its update lr/(1−β1^t)·m/(√v̂ + ε_torch) is MATLAB's
+α√(1−β2^t)/(1−β1^t)·m/(√v + ε). Rounding differs from MATLAB's operation order by a few ulp.
+
+Complex tensors (PyTorch's fused kernel has none, and its Adam treats real and imaginary parts
+as separate reals) and low-precision parameters with float32 states take a ``torch._foreach_*``
+path in MATLAB's operation order, computing float16/bfloat16 in float32.
+
+Nothing here records autograd history: all work happens under ``torch.no_grad()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .._algorithm import StepCoefficients, torch_equivalent_epsilon
+
+NAME = "torch"
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+_FUSED_DEVICES = ("cpu", "cuda")
+
+
+def describe(x: torch.Tensor) -> tuple[torch.device, torch.dtype, tuple[int, ...]]:
+    return x.device, x.dtype, tuple(x.shape)
+
+
+def check_param_dtype(dtype: torch.dtype) -> str | None:
+    if dtype.is_floating_point or dtype.is_complex:
+        return None
+    return f"dtype {dtype} is not floating point or complex"
+
+
+def resolve_dtype(dtype: Any) -> torch.dtype:
+    """Accept ``torch.float32``, ``"float32"`` or ``numpy.float32`` alike."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = getattr(dtype, "__name__", None) or str(dtype)
+    resolved = getattr(torch, name.rsplit(".", 1)[-1], None)
+    if not isinstance(resolved, torch.dtype):
+        raise TypeError(f"state_dtype {dtype!r} is not a torch dtype")
+    return resolved
+
+
+def state_dtypes(
+    param_dtype: torch.dtype, state_dtype: Any = None, like: Any = None
+) -> tuple[Any, Any]:
+    avg = param_dtype if state_dtype is None else resolve_dtype(state_dtype)
+    if param_dtype.is_complex and not avg.is_complex:
+        avg = avg.to_complex()
+    return avg, avg.to_real()
+
+
+def is_writeable(x: torch.Tensor) -> bool:
+    return not x.is_inference() or torch.is_inference_mode_enabled()
+
+
+def zero_state(dtype: torch.dtype, like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros((), dtype=dtype, device=like.device)
+
+
+def finish(original: torch.Tensor, updated: torch.Tensor) -> torch.Tensor:
+    """A new parameter keeps its ``requires_grad`` (and stays an ``nn.Parameter``)."""
+    if updated is original:
+        return updated
+    if isinstance(original, torch.nn.Parameter):
+        return torch.nn.Parameter(updated, requires_grad=original.requires_grad)
+    if original.requires_grad:
+        updated.requires_grad_(True)
+    return updated
+
+
+def finish_state(grad: torch.Tensor, updated: torch.Tensor) -> torch.Tensor:
+    return updated
+
+
+def step(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    avg_grads: list[torch.Tensor] | None,
+    avg_sq_grads: list[torch.Tensor] | None,
+    c: StepCoefficients,
+    *,
+    inplace: bool,
+    state_dtypes: tuple[torch.dtype, torch.dtype],
+    use_fused: bool | None = None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """One step over a group of tensors sharing device and dtype; see :mod:`adamupdate._kernels`.
+
+    ``use_fused`` forces (``True``) or avoids (``False``) PyTorch's fused kernel; by default it
+    is used wherever it computes this step.
+    """
+    m_dtype, v_dtype = state_dtypes
+    with torch.no_grad():
+        grads = [g.detach() for g in grads]
+        new_params = [p if inplace else p.detach().clone() for p in params]
+        new_avg = _state_buffers(avg_grads, params, m_dtype, inplace)
+        new_sq = _state_buffers(avg_sq_grads, params, v_dtype, inplace)
+        param_dtype = params[0].dtype
+        fusable = (
+            not param_dtype.is_complex
+            and m_dtype == param_dtype
+            and params[0].device.type in _FUSED_DEVICES
+        )
+        if use_fused is None:
+            use_fused = fusable
+        if use_fused:
+            if not fusable:
+                raise ValueError(f"PyTorch's fused Adam cannot update {param_dtype} parameters")
+            _fused_step(new_params, grads, new_avg, new_sq, c)
+        else:
+            _foreach_step(new_params, grads, new_avg, new_sq, c)
+    return new_params, new_avg, new_sq
+
+
+def _state_buffers(states, params, dtype, inplace: bool) -> list[torch.Tensor]:
+    """Buffers the step writes: the caller's own in place mode, fresh zeros on the first call."""
+    if states is None:
+        return [torch.zeros_like(p, dtype=dtype) for p in params]
+    buffers = []
+    for state, p in zip(states, params):
+        state = state.detach()
+        if state.shape != p.shape:  # MATLAB's scalar 0 of a frozen parameter
+            buffers.append(state.expand(p.shape).clone())
+        else:
+            buffers.append(state if inplace else state.clone())
+    return buffers
+
+
+def _fused_step(params, grads, avg_grads, avg_sq_grads, c: StepCoefficients) -> None:
+    step = torch.full((), float(c.iteration), dtype=torch.float32, device=params[0].device)
+    torch._fused_adam_(
+        params,
+        grads,
+        avg_grads,
+        avg_sq_grads,
+        [],
+        [step] * len(params),  # read, not incremented, by the kernel
+        amsgrad=False,
+        lr=c.learn_rate,
+        beta1=c.grad_decay,
+        beta2=c.sq_grad_decay,
+        weight_decay=0.0,
+        eps=torch_equivalent_epsilon(c.epsilon, c.sq_grad_decay, c.iteration),
+        maximize=False,
+        grad_scale=None,
+        found_inf=None,
+    )
+
+
+def _foreach_step(params, grads, avg_grads, avg_sq_grads, c: StepCoefficients) -> None:
+    """MATLAB's operations in MATLAB's order, one multi-tensor op at a time."""
+    compute = torch.float32 if params[0].dtype in _LOW_PRECISION else params[0].dtype
+    p = [t.to(compute) for t in params]
+    g = [t.to(compute) for t in grads]
+    m = [t.to(compute) for t in avg_grads]
+    v = [t.to(compute.to_real()) for t in avg_sq_grads]
+    if compute.is_complex:
+        squared = [torch.view_as_real(t).square().sum(-1) for t in g]
+    else:
+        squared = torch._foreach_mul(g, g)
+    torch._foreach_mul_(squared, c.one_minus_sq_grad_decay)
+    torch._foreach_mul_(v, c.sq_grad_decay)
+    torch._foreach_add_(v, squared)
+    scaled_grad = torch._foreach_mul(g, c.one_minus_grad_decay)
+    torch._foreach_mul_(m, c.grad_decay)
+    torch._foreach_add_(m, scaled_grad)
+    denom = torch._foreach_sqrt(v)
+    torch._foreach_add_(denom, c.epsilon)
+    update = torch._foreach_mul(m, c.step_size)
+    torch._foreach_div_(update, denom)
+    torch._foreach_sub_(p, update)
+    for targets, results in ((params, p), (avg_grads, m), (avg_sq_grads, v)):
+        for target, result in zip(targets, results):
+            if result is not target:
+                target.copy_(result)

@@ -1,0 +1,269 @@
+"""Containers ↔ flat lists of leaves: MATLAB's cell arrays, structures and tables.
+
+``flatten(params)`` walks a nested ``list``/``tuple``/``dict``/namedtuple (or a pandas
+Learnables-style table) once and returns its leaves in order plus a :class:`Node` tree that can
+rebuild the same container around new leaves. ``leaves_like(node, other, name)`` walks a second
+container (a gradient or a state) along the same tree, checking as it goes that it has the same
+structure and reporting the first mismatch by its path, e.g. ``grad['fc1'][0]``.
+
+Anything that is not a container is a leaf; what a leaf may be is checked elsewhere
+(:mod:`adamupdate._leaves`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+TABLE_COLUMNS = ("Layer", "Parameter", "Value")
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One container of the tree (or a leaf, when ``kind == "leaf"``).
+
+    ``kind`` is one of ``leaf``, ``list``, ``tuple``, ``namedtuple``, ``dict``, ``table``;
+    ``keys`` are the dict keys, namedtuple fields or the table's row labels; ``type_`` is the
+    container's own class (so ``OrderedDict`` and namedtuples come back as themselves);
+    ``table`` is the input frame (its other columns are carried through).
+    """
+
+    kind: str
+    children: tuple[Node, ...] = ()
+    keys: tuple[Any, ...] = ()
+    type_: type | None = None
+    table: Any = None
+    size: int = 1  # number of leaves below (1 for a leaf)
+
+
+LEAF = Node("leaf")
+
+
+def is_table(obj: Any) -> bool:
+    """True for a pandas DataFrame, without importing pandas for anything else."""
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(obj, pandas.DataFrame)
+
+
+def _is_namedtuple(obj: Any) -> bool:
+    return isinstance(obj, tuple) and hasattr(type(obj), "_fields")
+
+
+def flatten(tree: Any) -> tuple[list[Any], Node]:
+    """Return the leaves of ``tree`` in order and the :class:`Node` that rebuilds it."""
+    leaves: list[Any] = []
+    node = _flatten_into(tree, leaves, "params", ())
+    return leaves, node
+
+
+def _flatten_into(obj: Any, leaves: list[Any], name: str, path: tuple) -> Node:
+    cls = type(obj)
+    if isinstance(obj, list):
+        children = tuple(
+            _flatten_into(item, leaves, name, (*path, i)) for i, item in enumerate(obj)
+        )
+        return Node("list", children, type_=cls, size=sum(c.size for c in children))
+    if isinstance(obj, tuple):
+        children = tuple(
+            _flatten_into(item, leaves, name, (*path, i)) for i, item in enumerate(obj)
+        )
+        size = sum(c.size for c in children)
+        if _is_namedtuple(obj):
+            return Node("namedtuple", children, keys=tuple(cls._fields), type_=cls, size=size)
+        return Node("tuple", children, type_=cls, size=size)
+    if isinstance(obj, dict):
+        keys = tuple(obj)
+        children = tuple(_flatten_into(obj[k], leaves, name, (*path, k)) for k in keys)
+        return Node("dict", children, keys=keys, type_=cls, size=sum(c.size for c in children))
+    if is_table(obj):
+        values = _table_values(obj, name, path)
+        leaves.extend(values)
+        return Node(
+            "table",
+            (LEAF,) * len(values),
+            keys=tuple(range(len(values))),
+            table=obj,
+            size=len(values),
+        )
+    if obj is None:
+        raise TypeError(f"{format_path(name, path)}: expected an array or a container, got None")
+    leaves.append(obj)
+    return LEAF
+
+
+def _table_values(frame: Any, name: str, path: tuple) -> list[Any]:
+    if "Value" not in frame.columns:
+        raise ValueError(
+            f"{format_path(name, path)}: a table must have a 'Value' column "
+            f"(MATLAB's Learnables table has {', '.join(TABLE_COLUMNS)}); "
+            f"got columns {list(frame.columns)}"
+        )
+    return list(frame["Value"])
+
+
+def unflatten(node: Node, leaves: list[Any]) -> Any:
+    """Rebuild the container described by ``node`` around ``leaves`` (consumed in order)."""
+    iterator = iter(leaves)
+    return _build(node, iterator.__next__)
+
+
+def _build(node: Node, take: Callable[[], Any]) -> Any:
+    kind = node.kind
+    if kind == "leaf":
+        return take()
+    if kind == "list":
+        items = [_build(child, take) for child in node.children]
+        return items if node.type_ is list else node.type_(items)
+    if kind == "tuple":
+        items = tuple(_build(child, take) for child in node.children)
+        return items if node.type_ is tuple else node.type_(items)
+    if kind == "namedtuple":
+        return node.type_(*(_build(child, take) for child in node.children))
+    if kind == "dict":
+        items = {key: _build(child, take) for key, child in zip(node.keys, node.children)}
+        return items if node.type_ is dict else node.type_(items)
+    # table: copy the frame (other columns carried through) and put the new values in place.
+    pandas = sys.modules["pandas"]
+    frame = node.table.copy(deep=False)
+    values = [take() for _ in node.children]
+    frame["Value"] = pandas.Series(values, index=frame.index, dtype=object)
+    return frame
+
+
+def contains_table(node: Node) -> bool:
+    return node.kind == "table" or any(contains_table(child) for child in node.children)
+
+
+def leaves_like(node: Node, other: Any, name: str, *, allow_empty: bool = False) -> list[Any]:
+    """The leaves of ``other``, which must have the structure of ``node``.
+
+    With ``allow_empty`` (for the two averages), ``None`` — MATLAB's empty ``[]`` — may stand
+    for any whole subtree and yields ``None`` for each of its leaves.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming ``name`` and the path of the first place where ``other`` differs.
+    """
+    leaves: list[Any] = []
+    _collect_like(node, other, name, (), leaves, allow_empty)
+    return leaves
+
+
+def _collect_like(
+    node: Node, obj: Any, name: str, path: tuple, out: list[Any], allow_empty: bool
+) -> None:
+    if allow_empty and obj is None:
+        out.extend([None] * node.size)
+        return
+    kind = node.kind
+    if kind == "leaf":
+        if _is_container(obj):
+            raise TypeError(
+                f"{format_path(name, path)}: expected an array like params, "
+                f"got a {type(obj).__name__} container"
+            )
+        if obj is None:
+            raise TypeError(f"{format_path(name, path)}: expected an array like params, got None")
+        out.append(obj)
+        return
+    where = format_path(name, path)
+    if kind in ("list", "tuple", "namedtuple"):
+        if type(obj) is not node.type_:
+            raise TypeError(
+                f"{where}: expected a {node.type_.__name__} like params, got {type(obj).__name__}"
+            )
+        if len(obj) != len(node.children):
+            raise ValueError(f"{where}: has {len(obj)} elements, params has {len(node.children)}")
+        for i, (child, item) in enumerate(zip(node.children, obj)):
+            _collect_like(child, item, name, (*path, i), out, allow_empty)
+        return
+    if kind == "dict":
+        if not isinstance(obj, dict):
+            raise TypeError(f"{where}: expected a dict like params, got {type(obj).__name__}")
+        for key in node.keys:
+            if key not in obj:
+                raise ValueError(f"{format_path(name, (*path, key))}: missing (params has it)")
+        if len(obj) != len(node.keys):
+            extra = next(k for k in obj if k not in set(node.keys))
+            raise ValueError(f"{format_path(name, (*path, extra))}: not in params")
+        for key, child in zip(node.keys, node.children):
+            _collect_like(child, obj[key], name, (*path, key), out, allow_empty)
+        return
+    # table
+    if not is_table(obj):
+        raise TypeError(f"{where}: expected a table like params, got {type(obj).__name__}")
+    values = _table_values(obj, name, path)
+    if len(values) != len(node.children):
+        raise ValueError(f"{where}: has {len(values)} rows, params has {len(node.children)}")
+    _check_table_labels(node.table, obj, where)
+    for row, value in enumerate(values):
+        if allow_empty and value is None:
+            out.append(None)
+            continue
+        _collect_like(LEAF, value, name, (*path, _Row(row, obj)), out, allow_empty)
+
+
+def _check_table_labels(reference: Any, frame: Any, where: str) -> None:
+    """Rows are matched by position, as MATLAB does; differing names there mean a mix-up."""
+    for column in ("Layer", "Parameter"):
+        if column in reference.columns and column in frame.columns:
+            for row, (want, got) in enumerate(zip(reference[column], frame[column])):
+                if want != got:
+                    raise ValueError(
+                        f"{where}.Value[{row}]: row {row} has {column} {got!r}, "
+                        f"params has {want!r} (tables are matched row by row)"
+                    )
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A table row in a path; printed with its Layer/Parameter names when the table has them."""
+
+    index: int
+    frame: Any
+
+
+def _is_container(obj: Any) -> bool:
+    return isinstance(obj, (list, tuple, dict)) or is_table(obj)
+
+
+def format_path(name: str, path: tuple) -> str:
+    """``grad['fc1'][0]`` style path of a leaf, for error messages."""
+    parts = [name]
+    for key in path:
+        if isinstance(key, _Row):
+            label = _row_label(key.frame, key.index)
+            parts.append(f".Value[{key.index}]{label}")
+        else:
+            parts.append(f"[{key!r}]")
+    return "".join(parts)
+
+
+def _row_label(frame: Any, row: int) -> str:
+    names = [
+        f"{column}={frame[column].iloc[row]!r}"
+        for column in ("Layer", "Parameter")
+        if column in frame.columns
+    ]
+    return f" ({', '.join(names)})" if names else ""
+
+
+def leaf_path(node: Node, index: int) -> tuple:
+    """The path of leaf number ``index`` — computed only when an error needs it."""
+    path: list[Any] = []
+    while node.kind != "leaf":
+        for position, child in enumerate(node.children):
+            if index < child.size:
+                if node.kind == "table":
+                    path.append(_Row(position, node.table))
+                elif node.kind in ("dict", "namedtuple"):
+                    path.append(node.keys[position])
+                else:
+                    path.append(position)
+                node = child
+                break
+            index -= child.size
+    return tuple(path)
