@@ -4,10 +4,11 @@ rebuild). The math is in :mod:`adamupdate._algorithm`; the kernels in :mod:`adam
 
 from __future__ import annotations
 
+import operator
 import sys
 from typing import Any, TypeVar
 
-from . import _engine, _tree, _validate
+from . import _engine, _plans, _tree, _validate
 
 T = TypeVar("T")
 
@@ -111,6 +112,19 @@ def adamupdate(
         return update_network(
             params, grad, avg_grad, avg_sq_grad, hyper, inplace=inplace, state_dtype=state_dtype
         )
+    if inplace:
+        plan = _plans.lookup(params, grad, avg_grad, avg_sq_grad, state_dtype)
+        if plan is not None:  # the same buffers as last step: only the gradients were checked
+            _engine.run(
+                plan.groups,
+                plan.param_leaves,
+                plan.grad_leaves,
+                plan.avg_leaves,
+                plan.sq_leaves,
+                hyper,
+                inplace=True,
+            )
+            return params, avg_grad, avg_sq_grad
     param_leaves, node = _tree.flatten(params)
     grad_leaves = _tree.leaves_like(node, grad, "grad")
     avg_leaves = _state_leaves(node, avg_grad, "avg_grad")
@@ -133,11 +147,31 @@ def adamupdate(
     )
     # The averages mirror grad: for a table that means grad's own Layer/Parameter columns.
     state_node = _tree.flatten(grad)[1] if _tree.contains_table(node) else node
-    return (
-        _tree.unflatten(node, new_params),
-        _tree.unflatten(state_node, new_avg),
-        _tree.unflatten(state_node, new_sq),
+    outputs = (
+        _rebuild(node, params, param_leaves, new_params),
+        _rebuild(state_node, avg_grad, avg_leaves, new_avg),
+        _rebuild(state_node, avg_sq_grad, sq_leaves, new_sq),
     )
+    if inplace and outputs[0] is params:
+        _plans.remember(
+            params,
+            grad_leaves,
+            outputs,
+            node,
+            state_node,
+            (param_leaves, new_avg, new_sq),
+            groups,
+            state_dtype,
+        )
+    return outputs
+
+
+def _rebuild(node: _tree.Node, original: Any, old_leaves: list[Any], new_leaves: list[Any]) -> Any:
+    """In place, the caller's own container comes back when every leaf was updated in its own
+    buffer — so the next step passes the same objects and can reuse this step's plan."""
+    if all(map(operator.is_, new_leaves, old_leaves)) and not _tree.contains_table(node):
+        return original
+    return _tree.unflatten(node, new_leaves)
 
 
 def _hyperparameters(

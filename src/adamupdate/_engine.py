@@ -78,7 +78,7 @@ def plan(
             raise TypeError(f"{path('params', i)}: {problem}")
         if inplace and not backend.is_writeable(p):
             raise ValueError(f"{path('params', i)}: is read-only, so inplace=True cannot update it")
-        _check_like(grads[i], backend, device, dtype, shape, path("grad", i), "params")
+        _check_like(grads[i], backend, device, dtype, shape, path, "grad", i, "params")
         try:
             m_dtype, v_dtype = backend.state_dtypes(dtype, state_dtype, p)
         except TypeError as error:
@@ -89,7 +89,7 @@ def plan(
         ):
             if state is not None:
                 _check_like(
-                    state, backend, device, want, shape, path(name, i), "expected", scalar_ok=True
+                    state, backend, device, want, shape, path, name, i, "expected", scalar_ok=True
                 )
         factor = 1.0 if factors is None else factors[i]
         key = (
@@ -116,21 +116,29 @@ def _check_like(
     device: Any,
     dtype: Any,
     shape: tuple[int, ...],
-    where: str,
+    path: Callable[[str, int], str],
+    argument: str,
+    index: int,
     reference: str,
     *,
     scalar_ok: bool = False,
 ) -> None:
+    """Check one gradient or state leaf against its parameter; the path is only formatted for
+    a message (formatting it for every leaf would cost more than the step itself)."""
     try:
         leaf_backend = backend_of(leaf)
     except TypeError as error:
-        raise TypeError(f"{where}: {error}") from None
+        raise TypeError(f"{path(argument, index)}: {error}") from None
     if leaf_backend is not backend:
         raise TypeError(
-            f"{where}: is a {leaf_backend.NAME} array but params is {backend.NAME}; "
+            f"{path(argument, index)}: is a {leaf_backend.NAME} array but params is "
+            f"{backend.NAME}; "
             "each gradient and state must live in its parameter's library"
         )
     leaf_device, leaf_dtype, leaf_shape = leaf_backend.describe(leaf)
+    if leaf_device == device and leaf_dtype == dtype and leaf_shape == shape:
+        return
+    where = path(argument, index)
     if leaf_device != device:
         raise TypeError(f"{where}: is on device {leaf_device}, params is on {device}")
     if leaf_shape != shape and not (scalar_ok and leaf_shape == ()):

@@ -36,6 +36,7 @@ class Node:
     type_: type | None = None
     table: Any = None
     size: int = 1  # number of leaves below (1 for a leaf)
+    flat: bool = False  # every child is a leaf: the leaves can be taken in bulk
 
 
 LEAF = Node("leaf")
@@ -64,19 +65,21 @@ def _flatten_into(obj: Any, leaves: list[Any], name: str, path: tuple) -> Node:
         children = tuple(
             _flatten_into(item, leaves, name, (*path, i)) for i, item in enumerate(obj)
         )
-        return Node("list", children, type_=cls, size=sum(c.size for c in children))
+        size, flat = sum(c.size for c in children), _all_leaves(children)
+        return Node("list", children, type_=cls, size=size, flat=flat)
     if isinstance(obj, tuple):
         children = tuple(
             _flatten_into(item, leaves, name, (*path, i)) for i, item in enumerate(obj)
         )
-        size = sum(c.size for c in children)
+        size, flat = sum(c.size for c in children), _all_leaves(children)
         if _is_namedtuple(obj):
-            return Node("namedtuple", children, keys=tuple(cls._fields), type_=cls, size=size)
-        return Node("tuple", children, type_=cls, size=size)
+            return Node("namedtuple", children, tuple(cls._fields), cls, size=size, flat=flat)
+        return Node("tuple", children, type_=cls, size=size, flat=flat)
     if isinstance(obj, dict):
         keys = tuple(obj)
         children = tuple(_flatten_into(obj[k], leaves, name, (*path, k)) for k in keys)
-        return Node("dict", children, keys=keys, type_=cls, size=sum(c.size for c in children))
+        size, flat = sum(c.size for c in children), _all_leaves(children)
+        return Node("dict", children, keys, cls, size=size, flat=flat)
     if is_table(obj):
         values = _table_values(obj, name, path)
         leaves.extend(values)
@@ -91,6 +94,10 @@ def _flatten_into(obj: Any, leaves: list[Any], name: str, path: tuple) -> Node:
         raise TypeError(f"{format_path(name, path)}: expected an array or a container, got None")
     leaves.append(obj)
     return LEAF
+
+
+def _all_leaves(children: tuple[Node, ...]) -> bool:
+    return all(child is LEAF for child in children)
 
 
 def _table_values(frame: Any, name: str, path: tuple) -> list[Any]:
@@ -130,6 +137,39 @@ def _build(node: Node, take: Callable[[], Any]) -> Any:
     values = [take() for _ in node.children]
     frame["Value"] = pandas.Series(values, index=frame.index, dtype=object)
     return frame
+
+
+def same_structure_leaves(node: Node, obj: Any) -> list[Any] | None:
+    """The leaves of ``obj`` if it has exactly ``node``'s containers, else ``None`` — fast.
+
+    The cheap check of a cached plan: containers whose children are all leaves are read in bulk.
+    Tables are not handled (``None``). Whether a leaf is an array is not checked here.
+    """
+    leaves: list[Any] = []
+    return leaves if _same_into(node, obj, leaves) else None
+
+
+def _same_into(node: Node, obj: Any, out: list[Any]) -> bool:
+    if node.kind == "leaf":
+        out.append(obj)
+        return True
+    if type(obj) is not node.type_:
+        return False
+    if node.kind == "dict":
+        if len(obj) != len(node.keys):
+            return False
+        try:
+            values = [obj[key] for key in node.keys]
+        except KeyError:
+            return False
+    else:
+        if len(obj) != len(node.children):
+            return False
+        values = obj
+    if node.flat:
+        out.extend(values)
+        return True
+    return all(_same_into(child, value, out) for child, value in zip(node.children, values))
 
 
 def contains_table(node: Node) -> bool:

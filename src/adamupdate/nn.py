@@ -1,14 +1,15 @@
 """``torch.nn.Module`` as MATLAB's ``dlnetwork``: Learnables tables and learn-rate factors.
 
+============================================  ================================================
 MATLAB                                        adamupdate
-============================================  ==================================================
+============================================  ================================================
 ``net.Learnables``                            ``learnables(net)``
 ``dlgradient(loss, net.Learnables)``          ``gradients(loss, net)``
 ``setLearnRateFactor(net, layer, p, f)``      ``set_learn_rate_factor(net, layer, p, f)``
 ``getLearnRateFactor(net, layer, p)``         ``get_learn_rate_factor(net, layer, p)``
-``WeightLearnRateFactor`` / ``BiasLearnRate…``  ``set_layer_learn_rate_factors(net, layer, weight=f, bias=f)``
+``Weight/BiasLearnRateFactor`` layer options  ``set_layer_learn_rate_factors(net, layer, ...)``
 ``adamupdate(net, grad, avgG, avgSqG, t)``    ``adamupdate(net, grad, avg_grad, avg_sq_grad, t)``
-============================================  ==================================================
+============================================  ================================================
 
 A network's *learnables* are its ``named_parameters()`` with ``requires_grad=True``, in that
 order. In a Learnables table, ``Layer`` is the qualified name of the module that owns the

@@ -23,6 +23,11 @@ _SUPPORTED = (np.dtype(np.float16), *_REAL, np.dtype(np.complex64), np.dtype(np.
 _CHUNK = 1 << 16
 
 
+# NaN/Inf in a gradient propagate as the formula says, as in MATLAB: not worth a warning.
+def _nan_is_an_answer() -> np.errstate:
+    return np.errstate(invalid="ignore", divide="ignore", over="ignore")
+
+
 def as_array(x: Any) -> np.ndarray:
     """Scalars become 0-d arrays; MATLAB's numbers are 1x1 arrays too."""
     if type(x) is np.ndarray:
@@ -70,10 +75,10 @@ def finish(original: Any, updated: np.ndarray) -> Any:
     """Python floats stay Python floats and NumPy scalars stay NumPy scalars."""
     if type(original) is np.ndarray:
         return updated
-    if isinstance(original, (float, int)):
-        return complex(updated) if updated.dtype.kind == "c" else float(updated)
-    if isinstance(original, np.generic):
+    if isinstance(original, np.generic):  # before float: np.float64 is a float subclass
         return updated[()]
+    if isinstance(original, (float, int, complex)):
+        return complex(updated) if updated.dtype.kind == "c" else float(updated)
     return updated
 
 
@@ -106,9 +111,11 @@ def step(
         if p.dtype in _REAL and m_dtype == p.dtype:
             fused.append((p, g, m, v, p_out, m_out, v_out))
         else:
-            _step_by_reference(p, g, m, v, p_out, m_out, v_out, c)
+            with _nan_is_an_answer():
+                _step_by_reference(p, g, m, v, p_out, m_out, v_out, c)
     if fused:
-        _step_real(fused, c)
+        with _nan_is_an_answer():
+            _step_real(fused, c)
     return new_params, new_avg, new_sq
 
 
