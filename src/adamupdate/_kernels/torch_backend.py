@@ -124,11 +124,10 @@ def _state_buffers(states, params, dtype, inplace: bool) -> list[torch.Tensor]:
         return [torch.zeros_like(p, dtype=dtype) for p in params]
     buffers = []
     for state, p in zip(states, params):
-        state = state.detach()
         if state.shape != p.shape:  # MATLAB's scalar 0 of a frozen parameter
-            buffers.append(state.expand(p.shape).clone())
-        else:
-            buffers.append(state if inplace else state.clone())
+            buffers.append(state.detach().expand(p.shape).clone())
+        else:  # in place: the caller's own tensor object comes back (no_grad is on)
+            buffers.append(state if inplace else state.detach().clone())
     return buffers
 
 
