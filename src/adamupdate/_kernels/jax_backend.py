@@ -67,6 +67,7 @@ def step(
 ) -> tuple[list[Any], list[Any], list[Any]]:
     """One jitted step over a group of arrays; see :mod:`adamupdate._kernels`."""
     traced = any(isinstance(x, jax.core.Tracer) for x in (*params, c.step_size))
+    # Donating buffers is meaningless inside the caller's own trace.
     compiled = _compiled_step(avg_grads is None, avg_sq_grads is None, inplace and not traced)
     scalars = (
         c.step_size,
@@ -79,8 +80,8 @@ def step(
     new_params, new_avg, new_sq = compiled(
         list(params),
         list(grads),
-        avg_grads and list(avg_grads),
-        avg_sq_grads and list(avg_sq_grads),
+        None if avg_grads is None else list(avg_grads),
+        None if avg_sq_grads is None else list(avg_sq_grads),
         scalars,
         state_dtypes,
     )

@@ -101,6 +101,7 @@ def step(
         new_params = [p if inplace else p.detach().clone() for p in params]
         new_avg = _state_buffers(avg_grads, params, m_dtype, inplace)
         new_sq = _state_buffers(avg_sq_grads, params, v_dtype, inplace)
+        work = _common_layout(new_params, grads, new_avg, new_sq)
         param_dtype = params[0].dtype
         fusable = (
             not param_dtype.is_complex
@@ -112,10 +113,49 @@ def step(
         if use_fused:
             if not fusable:
                 raise ValueError(f"PyTorch's fused Adam cannot update {param_dtype} parameters")
-            _fused_step(new_params, grads, new_avg, new_sq, c)
+            _fused_step(*work.tensors, c)
         else:
-            _foreach_step(new_params, grads, new_avg, new_sq, c)
+            _foreach_step(*work.tensors, c)
+        work.write_back()
     return new_params, new_avg, new_sq
+
+
+class _Layout:
+    """Tensors laid out alike for the kernels, and the copies to make back afterwards."""
+
+    def __init__(self, tensors: tuple[list[torch.Tensor], ...]) -> None:
+        self.tensors = tensors
+        self.copies: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def write_back(self) -> None:
+        for target, result in self.copies:
+            target.copy_(result)
+
+
+def _is_dense(t: torch.Tensor) -> bool:
+    return t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _common_layout(params, grads, avg_grads, avg_sq_grads) -> _Layout:
+    """PyTorch's fused and foreach kernels walk each tensor's memory linearly, so a parameter,
+    its gradient and its averages must share one dense layout — a channels_last parameter with
+    a contiguous gradient would otherwise pair up the wrong elements. The common case (all
+    alike) costs a stride comparison per tensor; the rest is copied into the parameter's
+    layout and the results copied back."""
+    layout = _Layout(tuple(list(column) for column in (params, grads, avg_grads, avg_sq_grads)))
+    ps, gs, ms, vs = layout.tensors
+    for i, p in enumerate(ps):
+        if not _is_dense(p):
+            ps[i] = p.contiguous()
+            layout.copies.append((p, ps[i]))
+        stride = ps[i].stride()
+        for column, writes in ((gs, False), (ms, True), (vs, True)):
+            t = column[i]
+            if t.stride() != stride:
+                column[i] = torch.empty_like(ps[i], dtype=t.dtype).copy_(t)
+                if writes:
+                    layout.copies.append((t, column[i]))
+    return layout
 
 
 def _state_buffers(states, params, dtype, inplace: bool) -> list[torch.Tensor]:
