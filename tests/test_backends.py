@@ -543,7 +543,7 @@ def test_backends_agree_with_each_other(dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_torch_fused_and_foreach_paths_agree_with_reference(dtype):
+def test_torch_fused_foreach_and_numba_paths_agree_with_reference(dtype):
     torch = pytest.importorskip("torch")
     from adamupdate._algorithm import coefficients
     from adamupdate._kernels import torch_backend
@@ -555,7 +555,7 @@ def test_torch_fused_and_foreach_paths_agree_with_reference(dtype):
     grads = [[random_values(rng, s, False) for s in shapes] for _ in range(15)]
     lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-8
     finals = {}
-    for fused in (True, False):
+    for kernel in ("fused", "foreach", "numba"):
         ps = [torch.tensor(x, dtype=tdt) for x in p0]
         refs = [ref_start(x.double().numpy()) for x in ps]
         ms = vs = None
@@ -564,7 +564,7 @@ def test_torch_fused_and_foreach_paths_agree_with_reference(dtype):
             gt = [torch.tensor(g, dtype=tdt) for g in gs]
             c = coefficients(lr, b1, b2, eps, t)
             ps, ms, vs = torch_backend.step(
-                ps, gt, ms, vs, c, inplace=False, state_dtypes=(tdt, tdt), use_fused=fused
+                ps, gt, ms, vs, c, inplace=False, state_dtypes=(tdt, tdt), kernel=kernel
             )
             for i in range(len(shapes)):
                 refs[i] = reference_step(refs[i], gt[i].double().numpy(), t, lr, b1, b2, eps)
@@ -573,11 +573,17 @@ def test_torch_fused_and_foreach_paths_agree_with_reference(dtype):
                 )
                 for k in worst:
                     worst[k] = max(worst[k], errors[k])
-        assert_within(worst, RTOL[dtype], f"torch-{'fused' if fused else 'foreach'}/{dtype}")
-        finals[fused] = ps
-    for a, b, r in zip(finals[True], finals[False], refs):
+        assert_within(worst, RTOL[dtype], f"torch-{kernel}/{dtype}")
+        finals[kernel] = ps
+    for a, b, r in zip(finals["fused"], finals["foreach"], refs):
         diff = np.abs(a.double().numpy() - b.double().numpy()) / r.sp
         assert np.max(diff) <= 2 * RTOL[dtype]
+    # the numba kernel applies MATLAB's operations in MATLAB's order, as the NumPy path does
+    npdt = np.dtype(dtype)
+    pn, mn, vn = [x.astype(npdt) for x in p0], None, None
+    for t, gs in enumerate(grads, 1):
+        pn, mn, vn = adamupdate(pn, [g.astype(npdt) for g in gs], mn, vn, t, lr, b1, b2, eps)
+    assert all(np.array_equal(a.numpy(), b) for a, b in zip(finals["numba"], pn))
 
 
 def test_mixed_container_each_leaf_in_its_own_library():
@@ -833,7 +839,7 @@ def test_gpu_torch_fused_and_foreach_agree(dtype):
     g = lib.make(random_values(rng, (1000,), False), dtype)
     c = coefficients(0.01, 0.9, 0.999, 1e-8, 1)
     out = {}
-    for fused in (True, False):
+    for kernel in ("fused", "foreach"):
         ps, _, _ = torch_backend.step(
             [p0],
             [g],
@@ -842,10 +848,10 @@ def test_gpu_torch_fused_and_foreach_agree(dtype):
             c,
             inplace=False,
             state_dtypes=(p0.dtype, p0.dtype),
-            use_fused=fused,
+            kernel=kernel,
         )
         assert ps[0].device.type == "cuda"
-        out[fused] = ps[0]
+        out[kernel] = ps[0]
     ref = reference_step(ref_start(lib.to_numpy(p0)), lib.to_numpy(g), 1, 0.01, 0.9, 0.999, 1e-8)
     for fused, p in out.items():
         err = np.max(np.abs(lib.to_numpy(p) - ref.p) / ref.sp)

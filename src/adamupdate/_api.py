@@ -115,14 +115,14 @@ def adamupdate(
     if inplace:
         plan = _plans.lookup(params, grad, avg_grad, avg_sq_grad, state_dtype)
         if plan is not None:  # the same buffers as last step: only the gradients were checked
-            _engine.run(
+            _engine.step_in_place(
                 plan.groups,
+                plan.prepared,
                 plan.param_leaves,
                 plan.grad_leaves,
                 plan.avg_leaves,
                 plan.sq_leaves,
                 hyper,
-                inplace=True,
             )
             return params, avg_grad, avg_sq_grad
     param_leaves, node = _tree.flatten(params)

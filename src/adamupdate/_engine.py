@@ -162,15 +162,13 @@ def run(
     new_params: list[Any] = [None] * n
     new_avg: list[Any] = [None] * n
     new_sq: list[Any] = [None] * n
-    by_factor: dict[float, StepCoefficients] = {}
+    coefficients = _coefficients_by_factor(hyper)
     for group in groups:
         backend, idx = group.backend, group.indices
         if group.factor == 0.0:
             _freeze(group, params, avg_grads, avg_sq_grads, new_params, new_avg, new_sq)
             continue
-        c = by_factor.get(group.factor)
-        if c is None:
-            c = by_factor[group.factor] = hyper.coefficients(group.factor)
+        c = coefficients(group.factor)
         ps, ms, vs = backend.step(
             [params[i] for i in idx],
             [grads[i] for i in idx],
@@ -185,6 +183,50 @@ def run(
             new_avg[i] = backend.finish_state(grads[i], ms[j])
             new_sq[i] = backend.finish_state(grads[i], vs[j])
     return new_params, new_avg, new_sq
+
+
+def step_in_place(
+    groups: list[Group],
+    prepared: list[Any],
+    params: Sequence[Any],
+    grads: Sequence[Any],
+    avg_grads: Sequence[Any],
+    avg_sq_grads: Sequence[Any],
+    hyper: Hyperparameters,
+) -> None:
+    """Step a remembered in-place plan (see :mod:`adamupdate._plans`): a group's prepared
+    kernel call where it has one and the gradients suit it, its backend's step otherwise."""
+    coefficients = _coefficients_by_factor(hyper)
+    for group, fast in zip(groups, prepared):
+        if group.factor == 0.0:
+            continue  # frozen: nothing changes
+        c = coefficients(group.factor)
+        idx = group.indices
+        group_grads = [grads[i] for i in idx]
+        if fast is not None and fast(group_grads, c):
+            continue
+        group.backend.step(
+            [params[i] for i in idx],
+            group_grads,
+            [avg_grads[i] for i in idx],
+            [avg_sq_grads[i] for i in idx],
+            c,
+            inplace=True,
+            state_dtypes=group.state_dtypes,
+        )
+
+
+def _coefficients_by_factor(hyper: Hyperparameters) -> Callable[[float], StepCoefficients]:
+    """The step's scalars for each learn-rate factor, computed once per call."""
+    known: dict[float, StepCoefficients] = {}
+
+    def get(factor: float) -> StepCoefficients:
+        c = known.get(factor)
+        if c is None:
+            c = known[factor] = hyper.coefficients(factor)
+        return c
+
+    return get
 
 
 def _freeze(group, params, avg_grads, avg_sq_grads, new_params, new_avg, new_sq) -> None:

@@ -40,6 +40,7 @@ class Plan:
     grad_describers: list[Any]
     grad_signatures: list[tuple]
     groups: list[_engine.Group]
+    prepared: list[Any]  # per group: the backend's prepared kernel call, or None
     state_dtype: Any
 
 
@@ -104,6 +105,8 @@ def remember(
     if len(_plans) >= _MAX_PLANS and id(params) not in _plans:
         _plans.pop(next(iter(_plans)))
     backends = [backend_of(p) for p in param_leaves]
+    # From now on the states are the full buffers this call returned.
+    groups = [replace(group, fresh_avg=False, fresh_sq=False) for group in groups]
     _plans[id(params)] = Plan(
         params=params,
         avg_grad=avg_grad,
@@ -117,9 +120,25 @@ def remember(
         grad_types=[type(g) for g in grad_leaves],
         grad_describers=[backend.describe for backend in backends],
         grad_signatures=[backend.describe(p) for backend, p in zip(backends, param_leaves)],
-        # From now on the states are the full buffers this call returned.
-        groups=[replace(group, fresh_avg=False, fresh_sq=False) for group in groups],
+        groups=groups,
+        prepared=[
+            _prepare(group, param_leaves, grad_leaves, avg_leaves, sq_leaves) for group in groups
+        ],
         state_dtype=state_dtype,
+    )
+
+
+def _prepare(group, params, grads, avg_grads, avg_sq_grads) -> Any:
+    prepare = getattr(group.backend, "prepare", None)
+    if prepare is None or group.factor == 0.0:
+        return None
+    idx = group.indices
+    return prepare(
+        [params[i] for i in idx],
+        [grads[i] for i in idx],
+        [avg_grads[i] for i in idx],
+        [avg_sq_grads[i] for i in idx],
+        group.state_dtypes,
     )
 
 

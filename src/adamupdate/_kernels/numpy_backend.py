@@ -1,14 +1,18 @@
 """NumPy arrays and Python/NumPy scalars.
 
-Real float32/float64 take a fused, multithreaded numba kernel when numba is installed (the
-``fast`` extra) and otherwise a chunked in-place NumPy loop whose temporaries stay in cache.
-Both apply MATLAB's operations in MATLAB's order in the array's precision, so they agree with
-each other bit for bit. float16 is computed in float32 and stored back; complex goes through the
-reference step.
+float32/float64/complex64/complex128 groups of some size take the fused, multithreaded numba
+kernel (:mod:`.numba_kernel`) when numba is installed (the ``fast`` extra); small groups, and
+every group without numba, take a chunked in-place NumPy loop whose temporaries stay in cache.
+For real dtypes both apply MATLAB's operations in MATLAB's order in the array's precision and
+agree bit for bit. For complex, the kernel divides real and imaginary parts by the real
+denominator separately (as MATLAB divides a complex array by a real one), NumPy divides as
+complex by complex: the two can differ by one rounding. float16 is computed in float32 and
+stored back.
 """
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import numpy as np
@@ -18,6 +22,9 @@ from .._algorithm import StepCoefficients, reference_step
 NAME = "numpy"
 
 _REAL = (np.dtype(np.float32), np.dtype(np.float64))
+_FUSABLE = (*_REAL, np.dtype(np.complex64), np.dtype(np.complex128))
+_FUSE_ABOVE_ELEMENTS = 1 << 15
+_FUSE_ABOVE_ARRAYS = 32
 _SUPPORTED = (np.dtype(np.float16), *_REAL, np.dtype(np.complex64), np.dtype(np.complex128))
 # Elements per chunk of the fallback loop: 4 arrays x 64K x 8 B stays inside a core's L2.
 _CHUNK = 1 << 16
@@ -99,24 +106,77 @@ def step(
     m_dtype, v_dtype = state_dtypes
     n = len(params)
     new_params, new_avg, new_sq = [None] * n, [None] * n, [None] * n
-    fused = []  # leaves the fused real kernels handle, as (index, p, g, m, v, outputs)
+    elements = 0
+    fused = []  # leaves for the fused kernels, as (p, g, m, v, p_out, m_out, v_out)
     for i in range(n):
         p, g = as_array(params[i]), as_array(grads[i])
         m = None if avg_grads is None else _full(as_array(avg_grads[i]), p.shape)
         v = None if avg_sq_grads is None else _full(as_array(avg_sq_grads[i]), p.shape)
         p_out = p if inplace and type(params[i]) is np.ndarray else np.empty(p.shape, p.dtype)
-        m_out = _output(m, avg_grads and avg_grads[i], p.shape, m_dtype, inplace)
-        v_out = _output(v, avg_sq_grads and avg_sq_grads[i], p.shape, v_dtype, inplace)
+        m_out = _output(m, None if m is None else avg_grads[i], p.shape, m_dtype, inplace)
+        v_out = _output(v, None if v is None else avg_sq_grads[i], p.shape, v_dtype, inplace)
         new_params[i], new_avg[i], new_sq[i] = p_out, m_out, v_out
-        if p.dtype in _REAL and m_dtype == p.dtype:
+        if m_dtype == p.dtype and p.dtype in _FUSABLE:
             fused.append((p, g, m, v, p_out, m_out, v_out))
+            elements += p.size
         else:
             with _nan_is_an_answer():
                 _step_by_reference(p, g, m, v, p_out, m_out, v_out, c)
     if fused:
+        fast = _fast_kernel() if _worth_compiling(elements, len(fused)) else None
         with _nan_is_an_answer():
-            _step_real(fused, c)
+            if fast is not None:
+                fast.step_arrays(fused, c)
+            else:
+                _step_chunked(fused, c)
     return new_params, new_avg, new_sq
+
+
+class Prepared:
+    """An in-place group's kernel call with its buffers checked once (see :mod:`._plans`).
+
+    The parameters and averages are fixed; the gradients may be new arrays each step, in which
+    case the batch is rebuilt (and rechecked) around them.
+    """
+
+    def __init__(self, kernel: Any, batch: Any, columns: tuple[list[np.ndarray], ...]) -> None:
+        self.kernel, self.batch, self.columns = kernel, batch, columns
+
+    def __call__(self, grads: list[Any], c: StepCoefficients) -> bool:
+        """Step; ``False`` (nothing done) when the gradients do not suit the fused kernel."""
+        params, old_grads, avg_grads, avg_sq_grads = self.columns
+        if not all(map(operator.is_, grads, old_grads)):
+            try:
+                self.batch = self.kernel.batch(
+                    params, grads, avg_grads, avg_sq_grads, params, avg_grads, avg_sq_grads
+                )
+            except (TypeError, ValueError):  # e.g. a non-contiguous gradient
+                return False
+            self.columns = (params, grads, avg_grads, avg_sq_grads)
+        self.kernel.fused_step_batch(self.batch, c)
+        return True
+
+
+def prepare(
+    params: list[Any],
+    grads: list[Any],
+    avg_grads: list[Any],
+    avg_sq_grads: list[Any],
+    state_dtypes: tuple[np.dtype, np.dtype],
+) -> Prepared | None:
+    """A :class:`Prepared` step for an in-place group the fused kernel can take, else ``None``."""
+    arrays = (*params, *avg_grads, *avg_sq_grads)
+    fast = _fast_kernel() if _worth_compiling(sum(p.size for p in params), len(params)) else None
+    if fast is None or not all(type(a) is np.ndarray for a in arrays):
+        return None
+    if state_dtypes[0] != params[0].dtype or not fast.supports(params[0].dtype):
+        return None
+    columns = (list(params), list(grads), list(avg_grads), list(avg_sq_grads))
+    try:
+        batch = fast.batch(*columns, columns[0], columns[2], columns[3])
+    except (TypeError, ValueError):
+        return None
+    return Prepared(fast, batch, columns)
 
 
 def _output(state, original, shape, dtype, inplace: bool) -> np.ndarray:
@@ -133,12 +193,12 @@ def _full(state: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.full(shape, state, state.dtype)
 
 
-def _step_real(leaves: list[tuple], c: StepCoefficients) -> None:
-    fast = _fast_kernel()
-    if fast is not None:
-        fast.step_arrays(leaves, c)
-        return
+def _step_chunked(leaves: list[tuple], c: StepCoefficients) -> None:
+    """The fallback without numba: real dtypes by ufuncs in cache-sized chunks."""
     for leaf in leaves:
+        if leaf[0].dtype not in _REAL:
+            _step_by_reference(*leaf, c)
+            continue
         flat = [None if a is None else _flat_view(a) for a in leaf]
         if any(f is None and a is not None for f, a in zip(flat, leaf)):
             _ufunc_step(*leaf, c)  # a non-contiguous view: whole-array ufuncs
@@ -148,14 +208,19 @@ def _step_real(leaves: list[tuple], c: StepCoefficients) -> None:
             _ufunc_step(*(None if a is None else a[chunk] for a in flat), c)
 
 
+def _worth_compiling(elements: int, arrays: int) -> bool:
+    """numba costs ~0.4 s to import (and a one-off compile): not worth it for a few tiny arrays,
+    which NumPy's ufuncs step in microseconds anyway."""
+    return elements >= _FUSE_ABOVE_ELEMENTS or arrays >= _FUSE_ABOVE_ARRAYS
+
+
 def _fast_kernel() -> Any:
     """The numba kernel module when numba is installed, else ``None`` (NumPy fallback)."""
     try:
         from . import numba_kernel
     except ImportError:
         return None
-    ready = hasattr(numba_kernel, "step_arrays") and numba_kernel.available()
-    return numba_kernel if ready else None
+    return numba_kernel if numba_kernel.available() else None
 
 
 def _flat_view(a: np.ndarray) -> np.ndarray | None:

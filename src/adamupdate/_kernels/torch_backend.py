@@ -1,13 +1,17 @@
 """PyTorch tensors (CPU and CUDA) and ``nn.Parameter``.
 
-Real tensors go through PyTorch's own fused Adam kernel (``torch._fused_adam_``, one launch per
-group), which computes MATLAB's step when given ε_torch = ε/√(1−β2^t): PyTorch's denominator
-√v̂ + ε_torch = (√v + ε)/√(1−β2^t), so its update lr/(1−β1^t)·m/(√v̂ + ε_torch) is MATLAB's
-α√(1−β2^t)/(1−β1^t)·m/(√v + ε). Rounding differs from MATLAB's operation order by a few ulp.
+Three kernels, chosen per group (:func:`_choose_kernel`):
 
-Complex tensors (PyTorch's fused kernel has none, and its Adam treats real and imaginary parts
-as separate reals) and low-precision parameters with float32 states take a ``torch._foreach_*``
-path in MATLAB's operation order, computing float16/bfloat16 in float32.
+- CPU groups take the numba kernel of the NumPy backend when numba is installed: MATLAB's
+  operations in MATLAB's order (bitwise equal to the NumPy path), complex included, one
+  parallel call for the whole group at a fraction of a microsecond per tensor.
+- Other real groups (CUDA) take PyTorch's own fused Adam kernel (``torch._fused_adam_``, one
+  launch per group), which computes MATLAB's step when given ε_torch = ε/√(1−β2^t): PyTorch's
+  denominator √v̂ + ε_torch = (√v + ε)/√(1−β2^t), so its update lr/(1−β1^t)·m/(√v̂ + ε_torch) is
+  MATLAB's α√(1−β2^t)/(1−β1^t)·m/(√v + ε). Rounding differs from MATLAB's order by a few ulp.
+- The rest — complex off the CPU (PyTorch's fused kernel has none, and its Adam treats real and
+  imaginary parts as separate reals), low-precision parameters with float32 averages — take a
+  ``torch._foreach_*`` path in MATLAB's operation order, computing float16/bfloat16 in float32.
 
 Nothing here records autograd history: all work happens under ``torch.no_grad()``.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from .._algorithm import StepCoefficients, torch_equivalent_epsilon
@@ -88,12 +93,12 @@ def step(
     *,
     inplace: bool,
     state_dtypes: tuple[torch.dtype, torch.dtype],
-    use_fused: bool | None = None,
+    kernel: str | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
     """One step over a group of tensors sharing device and dtype; see :mod:`adamupdate._kernels`.
 
-    ``use_fused`` forces (``True``) or avoids (``False``) PyTorch's fused kernel; by default it
-    is used wherever it computes this step.
+    ``kernel`` forces ``"numba"``, ``"fused"`` or ``"foreach"`` (tests compare them); by default
+    the fastest that computes this step is chosen (see :func:`_choose_kernel`).
     """
     m_dtype, v_dtype = state_dtypes
     with torch.no_grad():
@@ -102,22 +107,72 @@ def step(
         new_avg = _state_buffers(avg_grads, params, m_dtype, inplace)
         new_sq = _state_buffers(avg_sq_grads, params, v_dtype, inplace)
         work = _common_layout(new_params, grads, new_avg, new_sq)
-        param_dtype = params[0].dtype
-        fusable = (
-            not param_dtype.is_complex
-            and m_dtype == param_dtype
-            and params[0].device.type in _FUSED_DEVICES
-        )
-        if use_fused is None:
-            use_fused = fusable
-        if use_fused:
-            if not fusable:
-                raise ValueError(f"PyTorch's fused Adam cannot update {param_dtype} parameters")
-            _fused_step(*work.tensors, c)
-        else:
-            _foreach_step(*work.tensors, c)
+        _choose_kernel(params[0], m_dtype, work, kernel)(*work.tensors, c)
         work.write_back()
     return new_params, new_avg, new_sq
+
+
+def _choose_kernel(param: torch.Tensor, m_dtype: torch.dtype, work: _Layout, forced: str | None):
+    """CPU groups of some size: the numba kernel when numba is installed (see
+    :func:`_numba_kernel`); real tensors elsewhere: PyTorch's fused kernel; the rest (complex,
+    low-precision parameters with float32 averages, other devices): the foreach path."""
+    fusable = (
+        not param.dtype.is_complex
+        and m_dtype == param.dtype
+        and param.device.type in _FUSED_DEVICES
+    )
+    if forced == "fused" and not fusable:
+        raise ValueError(f"PyTorch's fused Adam cannot update {param.dtype} parameters here")
+    if forced == "numba" and _numba_kernel(param, m_dtype, work, require=True) is None:
+        raise ValueError(f"the numba kernel cannot update {param.dtype} {param.device} tensors")
+    if forced is None:
+        forced = "numba" if _numba_kernel(param, m_dtype, work) is not None else None
+    if forced is None:
+        forced = "fused" if fusable else "foreach"
+    return {"numba": _numba_step, "fused": _fused_step, "foreach": _foreach_step}[forced]
+
+
+_NUMPY_DTYPES = {
+    torch.float32: np.dtype(np.float32),
+    torch.float64: np.dtype(np.float64),
+    torch.complex64: np.dtype(np.complex64),
+    torch.complex128: np.dtype(np.complex128),
+}
+
+
+def _numba_kernel(
+    param: torch.Tensor, m_dtype: torch.dtype, work: _Layout, *, require: bool = False
+) -> Any:
+    """The numba kernel for a CPU group it can take, else ``None``.
+
+    On the CPU it computes MATLAB's operations in MATLAB's order (bitwise equal to the NumPy
+    path), complex included, and covers a whole group in one parallel call: where PyTorch's
+    fused kernel pays several microseconds per tensor, it pays a fraction of one.
+    """
+    if param.device.type != "cpu" or m_dtype != param.dtype or param.dtype not in _NUMPY_DTYPES:
+        return None
+    from .numpy_backend import _fast_kernel, _worth_compiling
+
+    tensors = work.tensors[0]
+    if not (require or _worth_compiling(sum(t.numel() for t in tensors), len(tensors))):
+        return None
+    return _fast_kernel()
+
+
+def _numba_step(params, grads, avg_grads, avg_sq_grads, c: StepCoefficients) -> None:
+    """All tensors share the parameter's dense layout (:func:`_common_layout`), so the kernel can
+    walk each one's memory from its data pointer."""
+    from . import numba_kernel
+
+    n = len(params)
+    addresses = [
+        [t.data_ptr() for t in column] for column in (params, grads, avg_grads, avg_sq_grads)
+    ]
+    table = np.array([*addresses, addresses[0], addresses[2], addresses[3]], np.intp).reshape(7, n)
+    sizes = np.fromiter((t.numel() for t in params), np.intp, n)
+    dtype = _NUMPY_DTYPES[params[0].dtype]
+    keep = (params, grads, avg_grads, avg_sq_grads)
+    numba_kernel.fused_step_batch(numba_kernel.Batch(table, sizes, dtype, False, False, keep), c)
 
 
 class _Layout:

@@ -1,0 +1,171 @@
+"""The contenders: each is a factory ``(case, params, grads) -> step`` where ``step()`` runs one
+full optimizer step over the case's tensors, in place, and returns when the result is ready.
+
+Every factory makes its own copies of the data, so contenders never share buffers, and imports
+its library itself: a missing library raises :class:`Skip` with the reason the table shows. Add
+a contender by adding a factory to :data:`CONTENDERS`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from bench.cases import Case
+
+Step = Callable[[], None]
+Factory = Callable[[Case, list[np.ndarray], list[np.ndarray]], Step]
+
+LR, B1, B2, EPS = 1e-3, 0.9, 0.999, 1e-8
+
+
+class Skip(Exception):
+    """This contender cannot run this case here; the message says why."""
+
+
+def _require(module: str) -> Any:
+    try:
+        return __import__(module)
+    except ImportError as error:
+        raise Skip(f"{module} not installed") from error
+
+
+def ours_numpy(case: Case, params: list[np.ndarray], grads: list[np.ndarray]) -> Step:
+    """``adamupdate(..., inplace=True)`` on NumPy arrays, states carried from call to call."""
+    from adamupdate import adamupdate
+
+    p = [a.copy() for a in params]
+    g = [a.copy() for a in grads]
+    return _ours(adamupdate, p[0] if case.single else p, g[0] if case.single else g)
+
+
+def ours_torch(case: Case, params: list[np.ndarray], grads: list[np.ndarray]) -> Step:
+    """``adamupdate(..., inplace=True)`` on PyTorch CPU tensors."""
+    torch = _require("torch")
+    from adamupdate import adamupdate
+
+    p = [torch.from_numpy(a.copy()) for a in params]
+    g = [torch.from_numpy(a.copy()) for a in grads]
+    return _ours(adamupdate, p[0] if case.single else p, g[0] if case.single else g)
+
+
+def _ours(adamupdate: Callable[..., Any], params: Any, grads: Any) -> Step:
+    state: dict[str, Any] = {"t": 0, "m": None, "v": None}
+
+    def step() -> None:
+        state["t"] += 1
+        _, state["m"], state["v"] = adamupdate(
+            params, grads, state["m"], state["v"], state["t"], LR, B1, B2, EPS, inplace=True
+        )
+
+    return step
+
+
+def ours_kernel(case: Case, params: list[np.ndarray], grads: list[np.ndarray]) -> Step:
+    """The numba kernel called directly with a prepared batch: our floor without a front end."""
+    _require("numba")
+    from adamupdate._algorithm import coefficients
+    from adamupdate._kernels import numba_kernel
+
+    if not numba_kernel.available() or not numba_kernel.supports(case.dtype):
+        raise Skip(f"numba kernel unavailable for {case.dtype}")
+    p = [a.copy() for a in params]
+    g = [a.copy() for a in grads]
+    m = [np.zeros_like(a) for a in p]
+    v = [np.zeros(a.shape, a.real.dtype) for a in p]
+    batch = numba_kernel.batch(p, g, m, v, p, m, v)
+    t = [0]
+
+    def step() -> None:
+        t[0] += 1
+        numba_kernel.fused_step_batch(batch, coefficients(LR, B1, B2, EPS, t[0]))
+
+    return step
+
+
+def _torch_optim(**flags: bool) -> Factory:
+    def factory(case: Case, params: list[np.ndarray], grads: list[np.ndarray]) -> Step:
+        torch = _require("torch")
+        p = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in params]
+        for tensor, grad in zip(p, grads, strict=True):
+            tensor.grad = torch.from_numpy(grad.copy())
+        return torch.optim.Adam(p, lr=LR, betas=(B1, B2), eps=EPS, **flags).step
+
+    factory.__doc__ = f"``torch.optim.Adam({', '.join(f'{k}=True' for k in flags)})``."
+    return factory
+
+
+def optax_adam(case: Case, params: list[np.ndarray], grads: list[np.ndarray]) -> Step:
+    """``optax.adam`` under ``jax.jit`` with the parameters and state buffers donated."""
+    jax = _require("jax")
+    optax = _require("optax")
+    jax.config.update("jax_enable_x64", True)  # float64 stays float64
+    opt = optax.adam(LR, B1, B2, EPS)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def update(p: Any, s: Any, g: Any) -> Any:
+        updates, s = opt.update(g, s, p)
+        return optax.apply_updates(p, updates), s
+
+    p = [jax.device_put(a) for a in params]
+    g = [jax.device_put(a) for a in grads]
+    carried = [p, opt.init(p)]
+
+    def step() -> None:
+        carried[0], carried[1] = update(carried[0], carried[1], g)
+        jax.block_until_ready(carried[0])
+
+    return step
+
+
+def numpy_naive(case: Case, params: list[np.ndarray], grads: list[np.ndarray]) -> Step:
+    """The textbook expression, one array at a time, with NumPy's temporaries."""
+    p = [a.copy() for a in params]
+    g = [a.copy() for a in grads]
+    m = [np.zeros_like(a) for a in p]
+    v = [np.zeros(a.shape, a.real.dtype) for a in p]
+    t = [0]
+
+    def step() -> None:
+        t[0] += 1
+        alpha = LR * math.sqrt(1 - B2 ** t[0]) / (1 - B1 ** t[0])
+        for i, grad in enumerate(g):
+            m[i] = B1 * m[i] + (1 - B1) * grad
+            v[i] = B2 * v[i] + (1 - B2) * (grad.real**2 + grad.imag**2)
+            p[i] = p[i] - alpha * m[i] / (np.sqrt(v[i]) + EPS)
+
+    return step
+
+
+def stream_reference(case: Case, params: list[np.ndarray], grads: list[np.ndarray]) -> Step:
+    """Reads 4 and writes 3 buffers of the case's total size: the bandwidth floor (see stream)."""
+    _require("numba")
+    from bench.stream import stream_pairs, stream_real
+
+    dtype = np.dtype(case.dtype)
+    pairs = dtype.kind == "c"
+    real = np.empty(0, dtype).real.dtype
+    p, g, m = (np.ones(case.numel * (2 if pairs else 1), real) for _ in range(3))
+    v = np.ones(case.numel, real)
+    return functools.partial(stream_pairs if pairs else stream_real, p, g, m, v)
+
+
+#: Name -> factory, in table order. "stream" must stay: every ratio is relative to it.
+CONTENDERS: dict[str, Factory] = {
+    "stream (floor)": stream_reference,
+    "ours: numba kernel": ours_kernel,
+    "ours: adamupdate numpy": ours_numpy,
+    "ours: adamupdate torch": ours_torch,
+    "torch Adam fused": _torch_optim(fused=True),
+    "torch Adam foreach": _torch_optim(foreach=True),
+    "optax adam jit": optax_adam,
+    "numpy naive": numpy_naive,
+}
+STREAM = "stream (floor)"
+TORCH_FUSED = "torch Adam fused"
+#: Contenders timed on the front-end overhead case.
+OVERHEAD = ("ours: adamupdate numpy", "ours: adamupdate torch", "torch Adam fused")

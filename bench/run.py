@@ -1,0 +1,233 @@
+"""Time Adam steps on this machine: ours against PyTorch, optax, NumPy and the bandwidth floor.
+
+``python -m bench`` (from the repository root) runs every case of :mod:`bench.cases` with every
+contender of :mod:`bench.contenders`, prints a table and writes JSON (``--json``, default
+``bench/results.json``). ``--smoke`` shrinks sizes and repeats so CI runs it in seconds.
+
+Method: each contender steps its own copy of the data; after ``--warmup`` untimed steps, the
+contenders are timed round-robin (the starting contender rotates every round) so that a slow
+spell of a noisy machine hits them all alike, and medians are reported. A short pause between
+calls lets idle OpenMP workers of one library stop spinning before the next library runs.
+``x floor`` is median time / stream reference time (1.00 = at the memory-bandwidth limit);
+``vs fused`` is torch fused time / median time (above 1 = faster than ``torch.optim.Adam(
+fused=True)``). The overhead section calls each front end with 1,000 one-value tensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.cases import Case, cases, make_data, overhead_case
+from bench.contenders import CONTENDERS, OVERHEAD, STREAM, TORCH_FUSED, Skip, Step
+
+DEFAULT_JSON = Path(__file__).with_name("results.json")
+
+
+@dataclass
+class Timing:
+    """One contender on one case: seconds per step (``calls`` steps per sample), or why not."""
+
+    times: list[float] = field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.times) if self.times else None
+
+
+def time_case(
+    case: Case, names: list[str], *, repeats: int, warmup: int, pause: float, calls: int = 1
+) -> dict[str, Timing]:
+    """Build every contender for ``case``, warm it up, and time it round-robin."""
+    params, grads = make_data(case)
+    timings = {name: Timing() for name in names}
+    steps: dict[str, Step] = {}
+    for name in names:
+        try:
+            steps[name] = CONTENDERS[name](case, params, grads)
+            for _ in range(warmup):
+                steps[name]()
+        except Skip as why:
+            timings[name].skipped = str(why)
+        except Exception as error:  # a library that cannot do this case (e.g. complex)
+            timings[name].skipped = f"fails: {type(error).__name__}: {str(error)[:60]}"
+            steps.pop(name, None)
+    del params, grads
+    running = list(steps)
+    for r in range(repeats if running else 0):
+        for name in running[r % len(running) :] + running[: r % len(running)]:
+            time.sleep(pause)
+            start = time.perf_counter()
+            for _ in range(calls):
+                steps[name]()
+            timings[name].times.append((time.perf_counter() - start) / calls)
+    steps.clear()
+    gc.collect()
+    return timings
+
+
+def summarize(case: Case, timings: dict[str, Timing]) -> dict[str, Any]:
+    """The JSON record of one case: medians, ratios to the floor and to torch fused."""
+    floor = timings[STREAM].median if STREAM in timings else None
+    fused = timings[TORCH_FUSED].median if TORCH_FUSED in timings else None
+    results = {}
+    for name, t in timings.items():
+        med = t.median
+        results[name] = {
+            "median_s": med,
+            "times_s": t.times,
+            "x_floor": med / floor if med and floor else None,
+            "vs_torch_fused": fused / med if med and fused else None,
+            "gb_per_s": case.step_bytes / med / 1e9 if med else None,
+            "skipped": t.skipped,
+        }
+    return {
+        "case": case.name,
+        "dtype": case.dtype,
+        "tensors": len(case.shapes),
+        "numel": case.numel,
+        "step_bytes": case.step_bytes,
+        "results": results,
+    }
+
+
+def summarize_overhead(case: Case, timings: dict[str, Timing]) -> dict[str, Any]:
+    results = {}
+    for name, t in timings.items():
+        med = t.median
+        results[name] = {
+            "us_per_call": med * 1e6 if med else None,
+            "us_per_tensor": med * 1e6 / len(case.shapes) if med else None,
+            "times_s": t.times,
+            "skipped": t.skipped,
+        }
+    return {"case": case.name, "tensors": len(case.shapes), "results": results}
+
+
+def _fmt(x: float | None, width: int, decimals: int) -> str:
+    return f"{x:{width}.{decimals}f}" if x is not None else f"{'-':>{width}}"
+
+
+def format_table(records: list[dict[str, Any]], overhead: dict[str, Any] | None) -> str:
+    """The human-readable table of a run."""
+    head = f"{'case':<22} {'contender':<24} {'median ms':>10} {'x floor':>8} {'vs fused':>9} "
+    lines = [head + f"{'GB/s':>7}", "-" * (len(head) + 7)]
+    for rec in records:
+        for name, r in rec["results"].items():
+            row = f"{rec['case']:<22} {name:<24} "
+            if r["skipped"]:
+                lines.append(row + f"skipped: {r['skipped']}")
+                continue
+            lines.append(
+                row
+                + f"{_fmt(r['median_s'] * 1e3, 10, 3)} {_fmt(r['x_floor'], 8, 2)} "
+                + f"{_fmt(r['vs_torch_fused'], 8, 2)}{'x' if r['vs_torch_fused'] else ' '} "
+                + f"{_fmt(r['gb_per_s'], 7, 1)}"
+            )
+        lines.append("")
+    if overhead:
+        title = f"{'front-end overhead':<22} {'contender':<24}"
+        lines.append(f"{title} {'us/call':>10} {'us/tensor':>9}")
+        for name, r in overhead["results"].items():
+            row = f"{overhead['case']:<22} {name:<24} "
+            if r["skipped"]:
+                lines.append(row + f"skipped: {r['skipped']}")
+            else:
+                lines.append(
+                    row + f"{_fmt(r['us_per_call'], 10, 1)} {_fmt(r['us_per_tensor'], 9, 3)}"
+                )
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpus": os.cpu_count(),
+    }
+    for package in ("adamupdate", "numpy", "numba", "torch", "jax", "optax"):
+        try:
+            info[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            info[package] = None
+    if "numba" in sys.modules:
+        import numba
+
+        info["numba_threads"] = numba.get_num_threads()
+    if "torch" in sys.modules:
+        info["torch_threads"] = sys.modules["torch"].get_num_threads()
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repeat (CI)")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
+    parser.add_argument("--repeats", type=int, help="timed rounds per case (default 15; smoke 1)")
+    parser.add_argument("--warmup", type=int, help="untimed steps per contender (default 3)")
+    parser.add_argument("--pause", type=float, default=0.002, help="seconds between timed calls")
+    parser.add_argument("--only", help="run cases whose name contains this text")
+    parser.add_argument(
+        "--contenders", help="comma-separated contender names (default: all)", default=None
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    repeats = args.repeats or (1 if args.smoke else 15)
+    warmup = args.warmup if args.warmup is not None else (1 if args.smoke else 3)
+    names = list(CONTENDERS)
+    if args.contenders:
+        names = [n for n in names if n in args.contenders.split(",") or n == STREAM]
+    records = []
+    for case in cases(args.smoke):
+        if args.only and args.only not in case.name:
+            continue
+        print(f"timing {case.name} ...", file=sys.stderr, flush=True)
+        timings = time_case(case, names, repeats=repeats, warmup=warmup, pause=args.pause)
+        records.append(summarize(case, timings))
+    small = overhead_case(args.smoke)
+    print(f"timing {small.name} ...", file=sys.stderr, flush=True)
+    front = [n for n in OVERHEAD if n in names]
+    calls = 2 if args.smoke else 50
+    timings = time_case(
+        small, front, repeats=max(repeats, 5), warmup=warmup + 2, pause=args.pause, calls=calls
+    )
+    overhead = summarize_overhead(small, timings)
+    table = format_table(records, overhead)
+    print(table)
+    report = {
+        "machine": machine(),
+        "settings": {"smoke": args.smoke, "repeats": repeats, "warmup": warmup},
+        "cases": records,
+        "overhead": overhead,
+        "table": table,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.json}", file=sys.stderr)
+    return 0
