@@ -114,16 +114,16 @@ def adamupdate(
         )
     if inplace:
         plan = _plans.lookup(params, grad, avg_grad, avg_sq_grad, state_dtype)
-        if plan is not None:  # the same buffers as last step: only the gradients were checked
-            _engine.step_in_place(
-                plan.groups,
-                plan.prepared,
-                plan.param_leaves,
-                plan.grad_leaves,
-                plan.avg_leaves,
-                plan.sq_leaves,
-                hyper,
-            )
+        # The same buffers as last step: only the gradients need checking.
+        if plan is not None and _engine.step_in_place(
+            plan.groups,
+            plan.prepared,
+            plan.param_leaves,
+            plan.grad_leaves,
+            plan.avg_leaves,
+            plan.sq_leaves,
+            hyper,
+        ):
             return params, avg_grad, avg_sq_grad
     param_leaves, node = _tree.flatten(params)
     grad_leaves = _tree.leaves_like(node, grad, "grad")

@@ -16,8 +16,6 @@ from typing import Any
 from ._algorithm import StepCoefficients, coefficients
 from ._backends import backend_of
 
-ARGUMENTS = ("params", "grad", "avg_grad", "avg_sq_grad")
-
 
 @dataclass(frozen=True)
 class Hyperparameters:
@@ -43,6 +41,8 @@ class Hyperparameters:
 
 @dataclass
 class Group:
+    """Leaves (by index) that one kernel call updates together."""
+
     backend: ModuleType
     state_dtypes: tuple[Any, Any]
     factor: float
@@ -91,6 +91,10 @@ def plan(
                 _check_like(
                     state, backend, device, want, shape, path, name, i, "expected", scalar_ok=True
                 )
+                if inplace and not backend.is_writeable(state):
+                    raise ValueError(
+                        f"{path(name, i)}: is read-only, so inplace=True cannot update it"
+                    )
         factor = 1.0 if factors is None else factors[i]
         key = (
             backend,
@@ -193,27 +197,44 @@ def step_in_place(
     avg_grads: Sequence[Any],
     avg_sq_grads: Sequence[Any],
     hyper: Hyperparameters,
-) -> None:
-    """Step a remembered in-place plan (see :mod:`adamupdate._plans`): a group's prepared
-    kernel call where it has one and the gradients suit it, its backend's step otherwise."""
+) -> bool:
+    """Step a remembered in-place plan (see :mod:`adamupdate._plans`) with each group's
+    prepared kernel call, or its backend's step where it has none.
+
+    Returns ``False``, having written nothing, when a group's buffers no longer suit its plan
+    (a flag turned read-only, a gradient in another layout...): the caller then takes the full
+    path, which checks everything and says what is wrong.
+    """
+    for group, fast in zip(groups, prepared):
+        idx = group.indices
+        if fast is not None:
+            if not fast.ready([grads[i] for i in idx]):
+                return False
+        elif not all(
+            group.backend.is_writeable(leaves[i])
+            for leaves in (params, avg_grads, avg_sq_grads)
+            for i in idx
+        ):
+            return False
     coefficients = _coefficients_by_factor(hyper)
     for group, fast in zip(groups, prepared):
         if group.factor == 0.0:
             continue  # frozen: nothing changes
         c = coefficients(group.factor)
-        idx = group.indices
-        group_grads = [grads[i] for i in idx]
-        if fast is not None and fast(group_grads, c):
+        if fast is not None:
+            fast.step(c)
             continue
+        idx = group.indices
         group.backend.step(
             [params[i] for i in idx],
-            group_grads,
+            [grads[i] for i in idx],
             [avg_grads[i] for i in idx],
             [avg_sq_grads[i] for i in idx],
             c,
             inplace=True,
             state_dtypes=group.state_dtypes,
         )
+    return True
 
 
 def _coefficients_by_factor(hyper: Hyperparameters) -> Callable[[float], StepCoefficients]:

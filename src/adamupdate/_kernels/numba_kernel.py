@@ -256,6 +256,15 @@ def batch(
     return b
 
 
+def still_valid(b: Batch) -> bool:
+    """Recheck, in compiled code, that every array of a batch of ``id()``s still suits the kernel
+    (type, dtype, C-contiguous, size, writeable outputs) — flags can change between steps."""
+    layout = _state["layout"]
+    if not b.objects or layout is None:
+        return False
+    return _state["inspect"](b.table, _expected(b.dtype), layout, b.fresh, b.sizes) < 0
+
+
 def fused_step_batch(b: Batch, c: StepCoefficients) -> None:
     """One Adam step on every array of ``b``, in a single kernel call (parallel if large)."""
     _require_numba()

@@ -133,7 +133,7 @@ def step(
 
 
 class Prepared:
-    """An in-place group's kernel call with its buffers checked once (see :mod:`._plans`).
+    """An in-place group's kernel call with its buffers checked once (see :mod:`.._plans`).
 
     The parameters and averages are fixed; the gradients may be new arrays each step, in which
     case the batch is rebuilt (and rechecked) around them.
@@ -142,19 +142,22 @@ class Prepared:
     def __init__(self, kernel: Any, batch: Any, columns: tuple[list[np.ndarray], ...]) -> None:
         self.kernel, self.batch, self.columns = kernel, batch, columns
 
-    def __call__(self, grads: list[Any], c: StepCoefficients) -> bool:
-        """Step; ``False`` (nothing done) when the gradients do not suit the fused kernel."""
+    def ready(self, grads: list[Any]) -> bool:
+        """Whether :meth:`step` can run on ``grads``; checks everything, writes nothing."""
         params, old_grads, avg_grads, avg_sq_grads = self.columns
-        if not all(map(operator.is_, grads, old_grads)):
-            try:
-                self.batch = self.kernel.batch(
-                    params, grads, avg_grads, avg_sq_grads, params, avg_grads, avg_sq_grads
-                )
-            except (TypeError, ValueError):  # e.g. a non-contiguous gradient
-                return False
-            self.columns = (params, grads, avg_grads, avg_sq_grads)
-        self.kernel.fused_step_batch(self.batch, c)
+        if all(map(operator.is_, grads, old_grads)):
+            return self.kernel.still_valid(self.batch)  # e.g. a flag turned read-only
+        try:
+            self.batch = self.kernel.batch(
+                params, grads, avg_grads, avg_sq_grads, params, avg_grads, avg_sq_grads
+            )
+        except (TypeError, ValueError):  # e.g. a non-contiguous gradient
+            return False
+        self.columns = (params, grads, avg_grads, avg_sq_grads)
         return True
+
+    def step(self, c: StepCoefficients) -> None:
+        self.kernel.fused_step_batch(self.batch, c)
 
 
 def prepare(

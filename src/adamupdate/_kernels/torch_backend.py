@@ -18,6 +18,7 @@ Nothing here records autograd history: all work happens under ``torch.no_grad()`
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import numpy as np
@@ -165,14 +166,65 @@ def _numba_step(params, grads, avg_grads, avg_sq_grads, c: StepCoefficients) -> 
     from . import numba_kernel
 
     n = len(params)
-    addresses = [
-        [t.data_ptr() for t in column] for column in (params, grads, avg_grads, avg_sq_grads)
-    ]
+    columns = (params, grads, avg_grads, avg_sq_grads)
+    addresses = [[t.data_ptr() for t in column] for column in columns]
     table = np.array([*addresses, addresses[0], addresses[2], addresses[3]], np.intp).reshape(7, n)
     sizes = np.fromiter((t.numel() for t in params), np.intp, n)
-    dtype = _NUMPY_DTYPES[params[0].dtype]
-    keep = (params, grads, avg_grads, avg_sq_grads)
-    numba_kernel.fused_step_batch(numba_kernel.Batch(table, sizes, dtype, False, False, keep), c)
+    numba_kernel.fused_step_batch(_batch(table, sizes, params[0].dtype, columns), c)
+
+
+class Prepared:
+    """A remembered in-place CPU group's numba call (see :mod:`adamupdate._plans`).
+
+    Data pointers are read again at every step — a tensor's storage can be swapped under the same
+    Python object (``.data = ...``, ``set_``) — and any change, or a gradient in another layout
+    than its parameter, hands the step back to :func:`step` (which copes with everything).
+    """
+
+    def __init__(self, params, grads, avg_grads, avg_sq_grads) -> None:
+        self.states = [*params, *avg_grads, *avg_sq_grads]
+        self.addresses = [t.data_ptr() for t in self.states]
+        self.strides = [p.stride() for p in params]
+        self.grads = list(grads)  # kept alive: the table points into them
+        n = len(params)
+        self.table = np.empty((7, n), np.intp)
+        for row, column in ((0, 0), (2, 1), (3, 2), (4, 0), (5, 1), (6, 2)):
+            self.table[row] = self.addresses[column * n : (column + 1) * n]
+        self.table[1] = [g.data_ptr() for g in grads]
+        sizes = np.fromiter((p.numel() for p in params), np.intp, n)
+        self.batch = _batch(self.table, sizes, params[0].dtype, self.states)
+
+    def ready(self, grads: list[torch.Tensor]) -> bool:
+        """Whether :meth:`step` can run on ``grads``; checks everything, writes nothing."""
+        if [t.data_ptr() for t in self.states] != self.addresses:
+            return False
+        if not all(map(operator.is_, grads, self.grads)):
+            if any(g.stride() != stride for g, stride in zip(grads, self.strides)):
+                return False
+            self.table[1] = [g.data_ptr() for g in grads]
+            self.grads = list(grads)
+        return True
+
+    def step(self, c: StepCoefficients) -> None:
+        from . import numba_kernel
+
+        numba_kernel.fused_step_batch(self.batch, c)
+
+
+def prepare(params, grads, avg_grads, avg_sq_grads, state_dtypes) -> Prepared | None:
+    """A :class:`Prepared` step for an in-place CPU group the numba kernel takes, else ``None``."""
+    work = _common_layout(list(params), list(grads), list(avg_grads), list(avg_sq_grads))
+    if work.copies or any(a is not b for a, b in zip(work.tensors[1], grads)):
+        return None  # layouts differ: leave it to step()
+    if _numba_kernel(params[0], state_dtypes[0], work) is None:
+        return None
+    return Prepared(params, grads, avg_grads, avg_sq_grads)
+
+
+def _batch(table: np.ndarray, sizes: np.ndarray, dtype: torch.dtype, keep: Any) -> Any:
+    from . import numba_kernel
+
+    return numba_kernel.Batch(table, sizes, _NUMPY_DTYPES[dtype], False, False, keep)
 
 
 class _Layout:
