@@ -133,6 +133,7 @@ def _choose_kernel(param: torch.Tensor, m_dtype: torch.dtype, work: _Layout, for
     return {"numba": _numba_step, "fused": _fused_step, "foreach": _foreach_step}[forced]
 
 
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
 _NUMPY_DTYPES = {
     torch.float32: np.dtype(np.float32),
     torch.float64: np.dtype(np.float64),
@@ -151,6 +152,10 @@ def _numba_kernel(
     fused kernel pays several microseconds per tensor, it pays a fraction of one.
     """
     if param.device.type != "cpu" or m_dtype != param.dtype or param.dtype not in _NUMPY_DTYPES:
+        return None
+    # Raw memory is walked from data_ptr() for numel() elements: plain tensors only. A subclass
+    # such as a sharded DTensor (FSDP2) reports its global size; PyTorch's own kernels know it.
+    if any(type(t) not in _PLAIN for column in work.tensors for t in column):
         return None
     from .numpy_backend import _fast_kernel, _worth_compiling
 
