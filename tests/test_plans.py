@@ -86,6 +86,26 @@ def test_read_only_state_in_place_is_refused_and_nothing_changes():
     assert all(np.array_equal(a, b) for a, b in zip(before, (*params, *m, *v)))
 
 
+def test_a_discarded_model_is_freed_and_its_plan_forgotten():
+    import gc
+    import weakref
+
+    from adamupdate import _plans
+
+    params0, grads = problem(7)
+    params = [p.copy() for p in params0]
+    m = v = None
+    for t, g in enumerate(grads[:3], 1):
+        out, m, v = adamupdate(params, g, m, v, t, inplace=True)
+    key = id(params)
+    assert key in _plans._plans  # remembered...
+    watch = [weakref.ref(x) for x in (params[0], m[0], v[0], g[0])]
+    del params, out, m, v, g, grads
+    gc.collect()
+    assert all(w() is None for w in watch)  # ...but keeping nothing alive
+    assert key not in _plans._plans
+
+
 torch = pytest.importorskip("torch")
 
 

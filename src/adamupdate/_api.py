@@ -113,18 +113,15 @@ def adamupdate(
             params, grad, avg_grad, avg_sq_grad, hyper, inplace=inplace, state_dtype=state_dtype
         )
     if inplace:
-        plan = _plans.lookup(params, grad, avg_grad, avg_sq_grad, state_dtype)
         # The same buffers as last step: only the gradients need checking.
-        if plan is not None and _engine.step_in_place(
-            plan.groups,
-            plan.prepared,
-            plan.param_leaves,
-            plan.grad_leaves,
-            plan.avg_leaves,
-            plan.sq_leaves,
-            hyper,
-        ):
-            return params, avg_grad, avg_sq_grad
+        remembered = _plans.lookup(params, grad, avg_grad, avg_sq_grad, state_dtype)
+        if remembered is not None:
+            plan, leaves = remembered
+            if _engine.step_in_place(
+                plan.groups, plan.prepared, *leaves, hyper, same_grads=plan.same_grads
+            ):
+                return params, avg_grad, avg_sq_grad
+            _plans.discard(plan)  # it no longer fits: the full path below makes a new one
     param_leaves, node = _tree.flatten(params)
     grad_leaves = _tree.leaves_like(node, grad, "grad")
     avg_leaves = _state_leaves(node, avg_grad, "avg_grad")
@@ -156,7 +153,6 @@ def adamupdate(
         _plans.remember(
             params,
             grad_leaves,
-            outputs,
             node,
             state_node,
             (param_leaves, new_avg, new_sq),

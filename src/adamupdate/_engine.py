@@ -197,6 +197,8 @@ def step_in_place(
     avg_grads: Sequence[Any],
     avg_sq_grads: Sequence[Any],
     hyper: Hyperparameters,
+    *,
+    same_grads: bool = False,
 ) -> bool:
     """Step a remembered in-place plan (see :mod:`adamupdate._plans`) with each group's
     prepared kernel call, or its backend's step where it has none.
@@ -205,36 +207,33 @@ def step_in_place(
     (a flag turned read-only, a gradient in another layout...): the caller then takes the full
     path, which checks everything and says what is wrong.
     """
-    for group, fast in zip(groups, prepared):
-        idx = group.indices
+    columns = (params, grads, avg_grads, avg_sq_grads)
+    per_group = [[_take(leaves, group.indices) for leaves in columns] for group in groups]
+    for group, fast, (ps, gs, ms, vs) in zip(groups, prepared, per_group):
         if fast is not None:
-            if not fast.ready([grads[i] for i in idx]):
+            if not fast.ready(ps, gs, ms, vs, same_grads=same_grads):
                 return False
-        elif not all(
-            group.backend.is_writeable(leaves[i])
-            for leaves in (params, avg_grads, avg_sq_grads)
-            for i in idx
-        ):
+        elif not all(group.backend.is_writeable(x) for leaves in (ps, ms, vs) for x in leaves):
             return False
     coefficients = _coefficients_by_factor(hyper)
-    for group, fast in zip(groups, prepared):
+    for group, fast, (ps, gs, ms, vs) in zip(groups, prepared, per_group):
         if group.factor == 0.0:
             continue  # frozen: nothing changes
         c = coefficients(group.factor)
         if fast is not None:
             fast.step(c)
-            continue
-        idx = group.indices
-        group.backend.step(
-            [params[i] for i in idx],
-            [grads[i] for i in idx],
-            [avg_grads[i] for i in idx],
-            [avg_sq_grads[i] for i in idx],
-            c,
-            inplace=True,
-            state_dtypes=group.state_dtypes,
-        )
+        else:
+            group.backend.step(ps, gs, ms, vs, c, inplace=True, state_dtypes=group.state_dtypes)
     return True
+
+
+def _take(leaves: Sequence[Any], indices: list[int]) -> list[Any]:
+    """``[leaves[i] for i in indices]``, as one slice when the indices are consecutive (the
+    usual single group of a network), which costs nothing per leaf."""
+    first, last = indices[0], indices[-1]
+    if last - first + 1 == len(indices):
+        return list(leaves[first : last + 1])
+    return [leaves[i] for i in indices]
 
 
 def _coefficients_by_factor(hyper: Hyperparameters) -> Callable[[float], StepCoefficients]:

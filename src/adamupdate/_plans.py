@@ -2,21 +2,22 @@
 
 An in-place loop, ``p, m, v = adamupdate(p, g, m, v, t, inplace=True)``, passes the very same
 parameter and state objects every step: they were checked last step and have not been replaced
-(the containers still hold the same objects, compared in bulk with ``is``). Only the gradients
+(the containers still hold the same objects, compared in bulk by ``id``). Only the gradients
 may be new arrays; each is checked against its parameter's remembered type, device, dtype and
 shape. Anything unexpected sends the call down the full path, which checks everything again and
 reports errors by path.
 
-The cache holds strong references to the parameter and state containers of the last in-place
-calls (objects the caller keeps anyway). It assumes an array's shape and dtype are not changed
-in place between calls (``a.shape = ...`` or ``a.dtype = ...`` on a NumPy array, ``resize_`` or
-``.data =`` on a tensor); the data itself may change freely.
+A plan holds no strong reference to anything of the caller's — discarding a model frees it. It
+keeps the ``id`` of each leaf and a weak reference whose callback drops the plan when the leaf
+dies, so two equal ids always mean the same live object. It assumes an array's shape and dtype
+are not changed in place between calls (``a.shape = ...`` or ``a.dtype = ...`` on a NumPy array,
+``resize_`` on a tensor); the data may change freely, and kernels recheck what they rely on.
 """
 
 from __future__ import annotations
 
-import operator
-from dataclasses import dataclass, replace
+import weakref
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import _engine, _tree
@@ -25,72 +26,88 @@ from ._backends import backend_of
 _MAX_PLANS = 8  # a few models trained side by side
 
 
-@dataclass
+@dataclass(eq=False)
 class Plan:
-    params: Any
-    avg_grad: Any
-    avg_sq_grad: Any
     node: _tree.Node
     state_node: _tree.Node
-    param_leaves: list[Any]
-    avg_leaves: list[Any]
-    sq_leaves: list[Any]
-    grad_leaves: list[Any]
+    ids: tuple[list[int], list[int], list[int]]  # of the param, avg_grad and avg_sq_grad leaves
     grad_types: list[type]
     grad_describers: list[Any]
     grad_signatures: list[tuple]
     groups: list[_engine.Group]
     prepared: list[Any]  # per group: the backend's prepared kernel call, or None
     state_dtype: Any
+    key: int
+    grad_ids: list[int] = field(default_factory=list)
+    watchers: list[weakref.ref] = field(default_factory=list)
+    grad_watchers: list[weakref.ref] = field(default_factory=list)
+    same_grads: bool = False  # this call passes last call's gradient objects
 
 
 _plans: dict[int, Plan] = {}
 
 
-def lookup(params: Any, grad: Any, avg_grad: Any, avg_sq_grad: Any, state_dtype: Any):
-    """The remembered plan and the gradient leaves when this call can reuse it, else ``None``."""
+def lookup(
+    params: Any, grad: Any, avg_grad: Any, avg_sq_grad: Any, state_dtype: Any
+) -> tuple[Plan, tuple[list[Any], list[Any], list[Any], list[Any]]] | None:
+    """The remembered plan and this call's leaves (params, grads, averages) when the call can
+    reuse it, else ``None``."""
     plan = _plans.get(id(params))
-    if (
-        plan is None
-        or plan.params is not params
-        or plan.avg_grad is not avg_grad
-        or plan.avg_sq_grad is not avg_sq_grad
-        or plan.state_dtype is not state_dtype
+    if plan is None or plan.state_dtype is not state_dtype:
+        return None
+    leaves = []
+    for node, container, ids in zip(
+        (plan.node, plan.state_node, plan.state_node), (params, avg_grad, avg_sq_grad), plan.ids
     ):
+        current = _tree.same_structure_leaves(node, container)
+        if current is None or list(map(id, current)) != ids:
+            return None
+        leaves.append(current)
+    grads = _tree.same_structure_leaves(plan.node, grad)
+    if grads is None:
         return None
-    if not (
-        _same_objects(plan.node, params, plan.param_leaves)
-        and _same_objects(plan.state_node, avg_grad, plan.avg_leaves)
-        and _same_objects(plan.state_node, avg_sq_grad, plan.sq_leaves)
-    ):
+    same_grads = list(map(id, grads)) == plan.grad_ids
+    if not same_grads and not _gradients_fit(plan, grads):
         return None
-    grad_leaves = _tree.same_structure_leaves(plan.node, grad)
-    if grad_leaves is None or not _gradients_fit(plan, grad_leaves):
-        return None
-    plan.grad_leaves = grad_leaves
-    return plan
+    plan.same_grads = same_grads
+    return plan, (leaves[0], grads, leaves[1], leaves[2])
 
 
-def _same_objects(node: _tree.Node, container: Any, leaves: list[Any]) -> bool:
-    current = _tree.same_structure_leaves(node, container)
-    return current is not None and all(map(operator.is_, current, leaves))
-
-
-def _gradients_fit(plan: Plan, grad_leaves: list[Any]) -> bool:
-    if all(map(operator.is_, grad_leaves, plan.grad_leaves)):
-        return True
-    return all(
+def _gradients_fit(plan: Plan, grads: list[Any]) -> bool:
+    """New gradients must have their parameters' type, device, dtype and shape; they are then
+    watched, so that equal ids next step mean the same live objects."""
+    grad_ids = list(map(id, grads))
+    fits = all(
         type(g) is kind and describe(g) == signature
         for g, kind, describe, signature in zip(
-            grad_leaves, plan.grad_types, plan.grad_describers, plan.grad_signatures
+            grads, plan.grad_types, plan.grad_describers, plan.grad_signatures
         )
     )
+    plan.grad_ids = []
+    if fits:
+        try:
+            forget_grads = _grads_forgetter(plan)
+            plan.grad_watchers = [weakref.ref(g, forget_grads) for g in grads]
+            plan.grad_ids = grad_ids
+        except TypeError:  # no weak references to these: check their form every step
+            plan.grad_watchers = []
+    return fits
+
+
+def _grads_forgetter(plan: Plan) -> Any:
+    plan_ref = weakref.ref(plan)
+
+    def forget(_: Any) -> None:
+        alive = plan_ref()
+        if alive is not None:
+            alive.grad_ids = []
+
+    return forget
 
 
 def remember(
     params: Any,
     grad_leaves: list[Any],
-    outputs: tuple[Any, Any, Any],
     node: _tree.Node,
     state_node: _tree.Node,
     leaves: tuple[list[Any], list[Any], list[Any]],
@@ -98,25 +115,22 @@ def remember(
     state_dtype: Any,
 ) -> None:
     """Keep the plan of an in-place call whose every leaf was updated in its own buffer."""
-    if node.kind == "table" or _tree.contains_table(node):
+    if _tree.contains_table(node):
         return
     param_leaves, avg_leaves, sq_leaves = leaves
-    _, avg_grad, avg_sq_grad = outputs
+    try:
+        watched = [weakref.ref(x) for x in (*param_leaves, *avg_leaves, *sq_leaves)]
+    except TypeError:  # a leaf type without weak references: nothing to remember safely
+        return
     if len(_plans) >= _MAX_PLANS and id(params) not in _plans:
         _plans.pop(next(iter(_plans)))
     backends = [backend_of(p) for p in param_leaves]
     # From now on the states are the full buffers this call returned.
     groups = [replace(group, fresh_avg=False, fresh_sq=False) for group in groups]
-    _plans[id(params)] = Plan(
-        params=params,
-        avg_grad=avg_grad,
-        avg_sq_grad=avg_sq_grad,
+    plan = Plan(
         node=node,
         state_node=state_node,
-        param_leaves=param_leaves,
-        avg_leaves=avg_leaves,
-        sq_leaves=sq_leaves,
-        grad_leaves=grad_leaves,
+        ids=tuple(list(map(id, column)) for column in leaves),
         grad_types=[type(g) for g in grad_leaves],
         grad_describers=[backend.describe for backend in backends],
         grad_signatures=[backend.describe(p) for backend, p in zip(backends, param_leaves)],
@@ -125,7 +139,24 @@ def remember(
             _prepare(group, param_leaves, grad_leaves, avg_leaves, sq_leaves) for group in groups
         ],
         state_dtype=state_dtype,
+        key=id(params),
     )
+    forget_plan = _forgetter(plan)
+    plan.watchers = [weakref.ref(ref(), forget_plan) for ref in watched]
+    _plans[plan.key] = plan
+
+
+def _forgetter(plan: Plan) -> Any:
+    """A weakref callback that drops ``plan`` once any of its leaves is gone (holding the plan
+    itself only weakly, so the callback keeps nothing alive either)."""
+    plan_ref = weakref.ref(plan)
+
+    def forget(_: Any) -> None:
+        alive = plan_ref()
+        if alive is not None and _plans.get(alive.key) is alive:
+            del _plans[alive.key]
+
+    return forget
 
 
 def _prepare(group, params, grads, avg_grads, avg_sq_grads) -> Any:
@@ -140,6 +171,12 @@ def _prepare(group, params, grads, avg_grads, avg_sq_grads) -> Any:
         [avg_sq_grads[i] for i in idx],
         group.state_dtypes,
     )
+
+
+def discard(plan: Plan) -> None:
+    """Drop ``plan``, which no longer fits its buffers."""
+    if _plans.get(plan.key) is plan:
+        del _plans[plan.key]
 
 
 def forget() -> None:

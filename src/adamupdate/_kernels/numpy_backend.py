@@ -12,7 +12,7 @@ stored back.
 
 from __future__ import annotations
 
-import operator
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -133,27 +133,29 @@ def step(
 
 
 class Prepared:
-    """An in-place group's kernel call with its buffers checked once (see :mod:`.._plans`).
+    """An in-place group's kernel batch, checked once and kept between steps (see
+    :mod:`adamupdate._plans`). It refers to the arrays by ``id`` only — it keeps none alive —
+    and is used only with the live objects of the current call: the very ones it was built for
+    (the plan checks that), or, for new gradients, rebuilt around them."""
 
-    The parameters and averages are fixed; the gradients may be new arrays each step, in which
-    case the batch is rebuilt (and rechecked) around them.
-    """
+    def __init__(self, kernel: Any, batch: Any) -> None:
+        self.kernel, self.batch = kernel, batch
+        # Whether the batch was built around the gradients the plan watches now.
+        self.current = False
 
-    def __init__(self, kernel: Any, batch: Any, columns: tuple[list[np.ndarray], ...]) -> None:
-        self.kernel, self.batch, self.columns = kernel, batch, columns
+    def ready(self, params, grads, avg_grads, avg_sq_grads, *, same_grads: bool = False) -> bool:
+        """Whether :meth:`step` can run on this call's arrays; checks all, writes nothing.
 
-    def ready(self, grads: list[Any]) -> bool:
-        """Whether :meth:`step` can run on ``grads``; checks everything, writes nothing."""
-        params, old_grads, avg_grads, avg_sq_grads = self.columns
-        if all(map(operator.is_, grads, old_grads)):
+        ``same_grads``: the plan saw last call's gradient objects again."""
+        if same_grads and self.current:
             return self.kernel.still_valid(self.batch)  # e.g. a flag turned read-only
         try:
-            self.batch = self.kernel.batch(
+            batch = self.kernel.batch(
                 params, grads, avg_grads, avg_sq_grads, params, avg_grads, avg_sq_grads
             )
         except (TypeError, ValueError):  # e.g. a non-contiguous gradient
             return False
-        self.columns = (params, grads, avg_grads, avg_sq_grads)
+        self.batch, self.current = dataclasses.replace(batch, keep=()), True
         return True
 
     def step(self, c: StepCoefficients) -> None:
@@ -174,12 +176,13 @@ def prepare(
         return None
     if state_dtypes[0] != params[0].dtype or not fast.supports(params[0].dtype):
         return None
-    columns = (list(params), list(grads), list(avg_grads), list(avg_sq_grads))
     try:
-        batch = fast.batch(*columns, columns[0], columns[2], columns[3])
+        batch = fast.batch(params, grads, avg_grads, avg_sq_grads, params, avg_grads, avg_sq_grads)
     except (TypeError, ValueError):
         return None
-    return Prepared(fast, batch, columns)
+    if not batch.objects:  # raw addresses: only safe while the batch keeps the arrays alive
+        return None
+    return Prepared(fast, dataclasses.replace(batch, keep=()))
 
 
 def _output(state, original, shape, dtype, inplace: bool) -> np.ndarray:

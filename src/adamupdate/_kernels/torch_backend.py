@@ -18,7 +18,6 @@ Nothing here records autograd history: all work happens under ``torch.no_grad()`
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import numpy as np
@@ -181,39 +180,39 @@ def _numba_step(params, grads, avg_grads, avg_sq_grads, c: StepCoefficients) -> 
 class Prepared:
     """A remembered in-place CPU group's numba call (see :mod:`adamupdate._plans`).
 
-    Data pointers are read again at every step — a tensor's storage can be swapped under the same
-    Python object (``.data = ...``, ``set_``) — and any change, or a gradient in another layout
-    than its parameter, hands the step back to :func:`step` (which copes with everything).
+    It keeps no tensor alive: each step reads the data pointers of the current call's tensors
+    again (a tensor's storage can also be swapped under the same Python object with
+    ``.data = ...`` or ``set_``). A change, or a gradient in another layout than its parameter,
+    hands the step back to :func:`step`, which copes with everything.
     """
 
     def __init__(self, params, grads, avg_grads, avg_sq_grads) -> None:
-        self.states = [*params, *avg_grads, *avg_sq_grads]
-        self.addresses = [t.data_ptr() for t in self.states]
-        self.strides = [p.stride() for p in params]
-        self.grads = list(grads)  # kept alive: the table points into them
         n = len(params)
+        self.addresses = _addresses(params, avg_grads, avg_sq_grads)
+        self.strides = [p.stride() for p in params]
         self.table = np.empty((7, n), np.intp)
         for row, column in ((0, 0), (2, 1), (3, 2), (4, 0), (5, 1), (6, 2)):
             self.table[row] = self.addresses[column * n : (column + 1) * n]
-        self.table[1] = [g.data_ptr() for g in grads]
         sizes = np.fromiter((p.numel() for p in params), np.intp, n)
-        self.batch = _batch(self.table, sizes, params[0].dtype, self.states)
+        self.batch = _batch(self.table, sizes, params[0].dtype, ())
 
-    def ready(self, grads: list[torch.Tensor]) -> bool:
-        """Whether :meth:`step` can run on ``grads``; checks everything, writes nothing."""
-        if [t.data_ptr() for t in self.states] != self.addresses:
+    def ready(self, params, grads, avg_grads, avg_sq_grads, *, same_grads: bool = False) -> bool:
+        """Whether :meth:`step` can run on this call's tensors; checks all, writes nothing."""
+        if _addresses(params, avg_grads, avg_sq_grads) != self.addresses:
             return False
-        if not all(map(operator.is_, grads, self.grads)):
-            if any(g.stride() != stride for g, stride in zip(grads, self.strides)):
-                return False
-            self.table[1] = [g.data_ptr() for g in grads]
-            self.grads = list(grads)
+        if any(g.stride() != stride for g, stride in zip(grads, self.strides)):
+            return False
+        self.table[1] = [g.data_ptr() for g in grads]
         return True
 
     def step(self, c: StepCoefficients) -> None:
         from . import numba_kernel
 
         numba_kernel.fused_step_batch(self.batch, c)
+
+
+def _addresses(*columns: list[torch.Tensor]) -> list[int]:
+    return [t.data_ptr() for column in columns for t in column]
 
 
 def prepare(params, grads, avg_grads, avg_sq_grads, state_dtypes) -> Prepared | None:
