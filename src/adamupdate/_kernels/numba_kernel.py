@@ -506,15 +506,15 @@ _prange = range  # numba.prange once built
 
 
 def _pointer(address: int, witness: Any) -> Any:  # replaced by a numba intrinsic
-    raise NotImplementedError
+    raise RuntimeError("a numba intrinsic: only compiled code calls it")
 
 
 def _load_intp(address: int) -> int:  # replaced by a numba intrinsic
-    raise NotImplementedError
+    raise RuntimeError("a numba intrinsic: only compiled code calls it")
 
 
 def _load_int32(address: int) -> int:  # replaced by a numba intrinsic
-    raise NotImplementedError
+    raise RuntimeError("a numba intrinsic: only compiled code calls it")
 
 
 _C_CONTIGUOUS = 0x0001  # NPY_ARRAY_C_CONTIGUOUS
