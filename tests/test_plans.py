@@ -27,9 +27,9 @@ def expected(params, grads):
 
 def check(params, m, v, want):
     for p_i, m_i, v_i, w in zip(params, m, v, want):
-        np.testing.assert_allclose(np.asarray(p_i, np.float64), w.p, rtol=1e-13, atol=1e-15)
-        np.testing.assert_allclose(np.asarray(m_i, np.float64), w.m, rtol=1e-13, atol=1e-15)
-        np.testing.assert_allclose(np.asarray(v_i, np.float64), w.v, rtol=1e-13, atol=1e-18)
+        np.testing.assert_allclose(np.asarray(p_i), w.p, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(np.asarray(m_i), w.m, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(np.asarray(v_i), w.v, rtol=1e-13, atol=1e-18)
 
 
 @pytest.mark.parametrize("same_grad_objects", [True, False])
@@ -167,3 +167,60 @@ def test_torch_gradient_in_another_layout_in_a_cached_loop():
         [x.numpy() for x in v],
         expected(params0, grads),
     )
+
+
+def _loop(params, grads, steps, before_step=None):
+    m = v = None
+    for t in range(1, steps + 1):
+        if before_step is not None:
+            before_step(t, params, grads, m, v)
+        _, m, v = adamupdate(params, grads, m, v, t, inplace=True)
+    return m, v
+
+
+@pytest.mark.parametrize("victim", ["avg_grad", "grad"])
+def test_torch_storage_of_another_size_under_the_same_object_is_never_walked(victim):
+    """Swapping a state's or a gradient's storage for a smaller one (same Python object) must
+    raise or compute correctly — never let the kernel read or write past the new buffer."""
+    n = 1 << 14
+    params = [torch.zeros(n) for _ in range(N_TENSORS)]
+    grads = [torch.ones(n) for _ in range(N_TENSORS)]
+
+    def swap(t, params, grads, m, v):
+        if t == 4:
+            target = m[0] if victim == "avg_grad" else grads[0]
+            target.data = torch.zeros(n // 4)
+
+    with pytest.raises((ValueError, RuntimeError)):
+        _loop(params, grads, 5, swap)
+
+
+def test_torch_lazy_conjugate_and_negative_views_are_honoured():
+    rng = np.random.default_rng(8)
+    shape = (64, 65)
+    p0 = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    g0 = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    want = run(p0, [g0, g0])
+    # a conjugate view of conj(g) reads as g; so does a negative view of -g
+    for lazy in (
+        lambda g: torch.tensor(np.conj(g)).conj(),
+        lambda g: torch._neg_view(torch.tensor(-g)),
+    ):
+        params = [torch.tensor(p0) for _ in range(N_TENSORS)]
+        grads = [lazy(g0) for _ in range(N_TENSORS)]
+        assert grads[0].is_conj() or grads[0].is_neg()
+        m, v = _loop(params, grads, 2)
+        check(
+            [p.numpy() for p in params],
+            [x.numpy() for x in m],
+            [x.numpy() for x in v],
+            [want] * N_TENSORS,
+        )
+
+
+def test_torch_in_place_update_bumps_autograd_version_counters():
+    params = [torch.zeros(1 << 12, requires_grad=True) for _ in range(N_TENSORS)]
+    saved = (params[0] * params[0]).sum()  # the graph saves params[0] for backward
+    adamupdate(params, [torch.ones(1 << 12) for _ in params], None, None, 1, inplace=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        saved.backward()

@@ -118,7 +118,12 @@ def adamupdate(
         if remembered is not None:
             plan, leaves = remembered
             if _engine.step_in_place(
-                plan.groups, plan.prepared, *leaves, hyper, same_grads=plan.same_grads
+                plan.groups,
+                plan.prepared,
+                *leaves,
+                hyper,
+                signatures=plan.grad_signatures,
+                same_grads=plan.same_grads,
             ):
                 return params, avg_grad, avg_sq_grad
             _plans.discard(plan)  # it no longer fits: the full path below makes a new one

@@ -77,7 +77,10 @@ def plan(
         if problem:
             raise TypeError(f"{path('params', i)}: {problem}")
         if inplace and not backend.is_writeable(p):
-            raise ValueError(f"{path('params', i)}: is read-only, so inplace=True cannot update it")
+            raise ValueError(
+                f"{path('params', i)}: is read-only (or not a plain {backend.NAME} array), "
+                "so inplace=True cannot update it"
+            )
         _check_like(grads[i], backend, device, dtype, shape, path, "grad", i, "params")
         try:
             m_dtype, v_dtype = backend.state_dtypes(dtype, state_dtype, p)
@@ -93,7 +96,8 @@ def plan(
                 )
                 if inplace and not backend.is_writeable(state):
                     raise ValueError(
-                        f"{path(name, i)}: is read-only, so inplace=True cannot update it"
+                        f"{path(name, i)}: is read-only (or not a plain {backend.NAME} array), "
+                        "so inplace=True cannot update it"
                     )
         factor = 1.0 if factors is None else factors[i]
         key = (
@@ -198,25 +202,27 @@ def step_in_place(
     avg_sq_grads: Sequence[Any],
     hyper: Hyperparameters,
     *,
+    signatures: Sequence[tuple],
     same_grads: bool = False,
 ) -> bool:
     """Step a remembered in-place plan (see :mod:`adamupdate._plans`) with each group's
     prepared kernel call, or its backend's step where it has none.
 
     Returns ``False``, having written nothing, when a group's buffers no longer suit its plan
-    (a flag turned read-only, a gradient in another layout...): the caller then takes the full
-    path, which checks everything and says what is wrong.
+    (a flag turned read-only, a gradient in another layout, a tensor's storage swapped for one
+    of another shape...): the caller then takes the full path, which checks everything and says
+    what is wrong. ``signatures`` are the parameters' remembered ``describe()`` values.
     """
-    columns = (params, grads, avg_grads, avg_sq_grads)
+    columns = (params, grads, avg_grads, avg_sq_grads, signatures)
     per_group = [[_take(leaves, group.indices) for leaves in columns] for group in groups]
-    for group, fast, (ps, gs, ms, vs) in zip(groups, prepared, per_group):
+    for group, fast, (ps, gs, ms, vs, sigs) in zip(groups, prepared, per_group):
         if fast is not None:
             if not fast.ready(ps, gs, ms, vs, same_grads=same_grads):
                 return False
-        elif not all(group.backend.is_writeable(x) for leaves in (ps, ms, vs) for x in leaves):
+        elif not _unchanged(group, ps, gs, ms, vs, sigs):
             return False
     coefficients = _coefficients_by_factor(hyper)
-    for group, fast, (ps, gs, ms, vs) in zip(groups, prepared, per_group):
+    for group, fast, (ps, gs, ms, vs, _) in zip(groups, prepared, per_group):
         if group.factor == 0.0:
             continue  # frozen: nothing changes
         c = coefficients(group.factor)
@@ -224,6 +230,23 @@ def step_in_place(
             fast.step(c)
         else:
             group.backend.step(ps, gs, ms, vs, c, inplace=True, state_dtypes=group.state_dtypes)
+    return True
+
+
+def _unchanged(group: Group, ps, gs, ms, vs, signatures) -> bool:
+    """Every leaf of a group without a prepared kernel still has its remembered form and can be
+    written: the same objects can hold other storage (a tensor's ``.data = ...``)."""
+    backend, (m_dtype, v_dtype) = group.backend, group.state_dtypes
+    for p, g, m, v, (device, dtype, shape) in zip(ps, gs, ms, vs, signatures):
+        if not (
+            backend.describe(p) == backend.describe(g) == (device, dtype, shape)
+            and backend.describe(m) == (device, m_dtype, shape)
+            and backend.describe(v) == (device, v_dtype, shape)
+            and backend.is_writeable(p)
+            and backend.is_writeable(m)
+            and backend.is_writeable(v)
+        ):
+            return False
     return True
 
 

@@ -7,7 +7,7 @@ container (a gradient or a state) along the same tree, checking as it goes that 
 structure and reporting the first mismatch by its path, e.g. ``grad['fc1'][0]``.
 
 Anything that is not a container is a leaf; what a leaf may be is checked elsewhere
-(:mod:`adamupdate._leaves`).
+(:func:`adamupdate._engine.plan`, with the backends of :mod:`adamupdate._backends`).
 """
 
 from __future__ import annotations

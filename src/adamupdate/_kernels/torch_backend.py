@@ -152,9 +152,7 @@ def _numba_kernel(
     """
     if param.device.type != "cpu" or m_dtype != param.dtype or param.dtype not in _NUMPY_DTYPES:
         return None
-    # Raw memory is walked from data_ptr() for numel() elements: plain tensors only. A subclass
-    # such as a sharded DTensor (FSDP2) reports its global size; PyTorch's own kernels know it.
-    if any(type(t) not in _PLAIN for column in work.tensors for t in column):
+    if not _walkable(work.tensors):
         return None
     from .numpy_backend import _fast_kernel, _worth_compiling
 
@@ -162,6 +160,20 @@ def _numba_kernel(
     if not (require or _worth_compiling(sum(t.numel() for t in tensors), len(tensors))):
         return None
     return _fast_kernel()
+
+
+def _walkable(columns: tuple[list[torch.Tensor], ...]) -> bool:
+    """Whether raw memory may be walked from each tensor's data_ptr() for its parameter's
+    numel() elements.
+
+    Relies on what :func:`step`'s callers and :func:`_common_layout` guarantee on every call:
+    every tensor has its parameter's shape and the group's dtypes (checked by the engine's plan,
+    or, for a remembered plan, by ``_engine._unchanged`` — a tensor's storage can be swapped
+    under the same object with ``.data = ...``), one dense layout, and no lazy conjugate or
+    negative bit. What is left to check is that they are plain tensors: a subclass such as a
+    sharded DTensor (FSDP2) reports its global size, which is not what its data_ptr() holds.
+    """
+    return all(type(t) in _PLAIN for column in columns for t in column)
 
 
 def _numba_step(params, grads, avg_grads, avg_sq_grads, c: StepCoefficients) -> None:
@@ -175,54 +187,9 @@ def _numba_step(params, grads, avg_grads, avg_sq_grads, c: StepCoefficients) -> 
     table = np.array([*addresses, addresses[0], addresses[2], addresses[3]], np.intp).reshape(7, n)
     sizes = np.fromiter((t.numel() for t in params), np.intp, n)
     numba_kernel.fused_step_batch(_batch(table, sizes, params[0].dtype, columns), c)
-
-
-class Prepared:
-    """A remembered in-place CPU group's numba call (see :mod:`adamupdate._plans`).
-
-    It keeps no tensor alive: each step reads the data pointers of the current call's tensors
-    again (a tensor's storage can also be swapped under the same Python object with
-    ``.data = ...`` or ``set_``). A change, or a gradient in another layout than its parameter,
-    hands the step back to :func:`step`, which copes with everything.
-    """
-
-    def __init__(self, params, grads, avg_grads, avg_sq_grads) -> None:
-        n = len(params)
-        self.addresses = _addresses(params, avg_grads, avg_sq_grads)
-        self.strides = [p.stride() for p in params]
-        self.table = np.empty((7, n), np.intp)
-        for row, column in ((0, 0), (2, 1), (3, 2), (4, 0), (5, 1), (6, 2)):
-            self.table[row] = self.addresses[column * n : (column + 1) * n]
-        sizes = np.fromiter((p.numel() for p in params), np.intp, n)
-        self.batch = _batch(self.table, sizes, params[0].dtype, ())
-
-    def ready(self, params, grads, avg_grads, avg_sq_grads, *, same_grads: bool = False) -> bool:
-        """Whether :meth:`step` can run on this call's tensors; checks all, writes nothing."""
-        if _addresses(params, avg_grads, avg_sq_grads) != self.addresses:
-            return False
-        if any(g.stride() != stride for g, stride in zip(grads, self.strides)):
-            return False
-        self.table[1] = [g.data_ptr() for g in grads]
-        return True
-
-    def step(self, c: StepCoefficients) -> None:
-        from . import numba_kernel
-
-        numba_kernel.fused_step_batch(self.batch, c)
-
-
-def _addresses(*columns: list[torch.Tensor]) -> list[int]:
-    return [t.data_ptr() for column in columns for t in column]
-
-
-def prepare(params, grads, avg_grads, avg_sq_grads, state_dtypes) -> Prepared | None:
-    """A :class:`Prepared` step for an in-place CPU group the numba kernel takes, else ``None``."""
-    work = _common_layout(list(params), list(grads), list(avg_grads), list(avg_sq_grads))
-    if work.copies or any(a is not b for a, b in zip(work.tensors[1], grads)):
-        return None  # layouts differ: leave it to step()
-    if _numba_kernel(params[0], state_dtypes[0], work) is None:
-        return None
-    return Prepared(params, grads, avg_grads, avg_sq_grads)
+    # Written behind autograd's back: bump the version counters as an in-place op would, so a
+    # graph that saved these tensors refuses a stale backward().
+    torch.autograd.graph.increment_version([*params, *avg_grads, *avg_sq_grads])
 
 
 def _batch(table: np.ndarray, sizes: np.ndarray, dtype: torch.dtype, keep: Any) -> Any:
@@ -247,22 +214,27 @@ def _is_dense(t: torch.Tensor) -> bool:
     return t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)
 
 
+def _is_lazy(t: torch.Tensor) -> bool:
+    """A conjugate or negative *view*: its memory holds the unconjugated/unnegated values."""
+    return t.is_conj() or t.is_neg()
+
+
 def _common_layout(params, grads, avg_grads, avg_sq_grads) -> _Layout:
-    """PyTorch's fused and foreach kernels walk each tensor's memory linearly, so a parameter,
-    its gradient and its averages must share one dense layout — a channels_last parameter with
-    a contiguous gradient would otherwise pair up the wrong elements. The common case (all
-    alike) costs a stride comparison per tensor; the rest is copied into the parameter's
-    layout and the results copied back."""
+    """The kernels walk each tensor's memory linearly, so a parameter, its gradient and its
+    averages must share one dense layout with no lazy conjugate or negative bit: a channels_last
+    parameter with a contiguous gradient would otherwise pair up the wrong elements. The common
+    case (all alike) costs a stride comparison per tensor; the rest is copied into the
+    parameter's layout and the results copied back."""
     layout = _Layout(tuple(list(column) for column in (params, grads, avg_grads, avg_sq_grads)))
     ps, gs, ms, vs = layout.tensors
     for i, p in enumerate(ps):
-        if not _is_dense(p):
-            ps[i] = p.contiguous()
+        if not _is_dense(p) or _is_lazy(p):
+            ps[i] = p.resolve_conj().resolve_neg().contiguous()
             layout.copies.append((p, ps[i]))
         stride = ps[i].stride()
         for column, writes in ((gs, False), (ms, True), (vs, True)):
             t = column[i]
-            if t.stride() != stride:
+            if t.stride() != stride or _is_lazy(t):
                 column[i] = torch.empty_like(ps[i], dtype=t.dtype).copy_(t)
                 if writes:
                     layout.copies.append((t, column[i]))
