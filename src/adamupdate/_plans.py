@@ -1,4 +1,4 @@
-"""Remembered plans for in-place training loops, so checking 1,000 leaves costs ~0.3 µs each.
+"""Remembered plans for in-place training loops: what was checked last step is not redone.
 
 An in-place loop, ``p, m, v = adamupdate(p, g, m, v, t, inplace=True)``, passes the very same
 parameter and state objects every step: they were checked last step and have not been replaced
@@ -9,9 +9,11 @@ reports errors by path.
 
 A plan holds no strong reference to anything of the caller's — discarding a model frees it. It
 keeps the ``id`` of each leaf and a weak reference whose callback drops the plan when the leaf
-dies, so two equal ids always mean the same live object. It assumes an array's shape and dtype
-are not changed in place between calls (``a.shape = ...`` or ``a.dtype = ...`` on a NumPy array,
-``resize_`` on a tensor); the data may change freely, and kernels recheck what they rely on.
+dies, so two equal ids always mean the same live object. The same object can still hold other
+data (``a.shape = ...`` or ``a.resize`` on a NumPy array, ``.data = ...`` or ``resize_`` on a
+tensor), so before anything is written every leaf is checked again — in compiled code from the
+array headers for NumPy groups with a prepared kernel batch, by ``describe()`` for the others
+(see :func:`adamupdate._engine.step_in_place`) — and a plan that no longer fits is discarded.
 """
 
 from __future__ import annotations
