@@ -378,6 +378,23 @@ def train(config: TrainConfig) -> TrainResult:
     )
     if history:
         monitor.load_history(history)
+
+    def save_checkpoint() -> Path:
+        """The run as it stands now (the loop's current variables), for ``--resume``."""
+        return _save_checkpoint(
+            out,
+            config,
+            net,
+            avg_grad,
+            avg_sq_grad,
+            iteration,
+            epoch,
+            batch,
+            order,
+            shuffle,
+            monitor,
+        )
+
     with monitor:
         if iteration:
             monitor.update_info(Epoch=f"{epoch} of {config.epochs}")
@@ -419,19 +436,7 @@ def train(config: TrainConfig) -> TrainResult:
                     f"({monitor.elapsed:.1f} s)"
                 )
                 if out is not None:
-                    _save_checkpoint(
-                        out,
-                        config,
-                        net,
-                        avg_grad,
-                        avg_sq_grad,
-                        iteration,
-                        epoch,
-                        batch,
-                        order,
-                        shuffle,
-                        monitor,
-                    )
+                    save_checkpoint()
         stopped = monitor.stop and (epoch < config.epochs or batch < per_epoch)
         if stopped:
             test_acc = accuracy(net, X_test, y_test)
@@ -445,21 +450,7 @@ def train(config: TrainConfig) -> TrainResult:
 
     files: dict[str, str] = {}
     if out is not None:
-        files["checkpoint"] = str(
-            _save_checkpoint(
-                out,
-                config,
-                net,
-                avg_grad,
-                avg_sq_grad,
-                iteration,
-                epoch,
-                batch,
-                order,
-                shuffle,
-                monitor,
-            )
-        )
+        files["checkpoint"] = str(save_checkpoint())
         files["metrics_csv"] = str(monitor.save_history(out / "metrics.csv"))
         files["metrics_json"] = str(monitor.save_history(out / "metrics.json"))
         files["plot"] = str(monitor.save_plot(out / "training.png"))
