@@ -47,6 +47,7 @@ __all__ = [
     "Trajectory",
     "assert_matches",
     "bias_corrected_rate",
+    "container_type",
     "run",
     "step",
     "step_scalar",
@@ -249,3 +250,15 @@ def assert_matches(actual, expected, bound, dtype, what: str = "value") -> None:
 def is_close_scalar(a, b, rel: float) -> bool:
     """``|a - b| <= rel*|b|`` on Python scalars (float or complex)."""
     return abs(complex(a) - complex(b)) <= rel * abs(complex(b))
+
+
+def container_type(x: object) -> type:
+    """A container's type as a user sees it.
+
+    The averages ``adamupdate`` returns are ``dict``/``list``/``tuple`` subclasses that carry
+    their plan (attribute ``_adamupdate_plan``); everything else is its own type.
+    """
+    cls = type(x)
+    if hasattr(x, "_adamupdate_plan") and cls.__mro__[1] in (dict, list, tuple):
+        return cls.__mro__[1]
+    return cls

@@ -43,6 +43,7 @@ import numpy as np
 import pytest
 
 from adamupdate import adamupdate
+from reference import container_type
 
 # --------------------------------------------------------------------------------------------
 # Independent float64 reference
@@ -290,7 +291,7 @@ def flat(tree: Any) -> list:
 def assert_same_structure(out: Any, like: Any, path: str = "root") -> None:
     """Same container types, keys (in order) and lengths; leaves are checked elsewhere."""
     if isinstance(like, (dict, list, tuple)):
-        assert type(out) is type(like), f"{path}: {type(out)} is not {type(like)}"
+        assert container_type(out) is type(like), f"{path}: {type(out)} is not {type(like)}"
         if isinstance(like, dict):
             assert list(out) == list(like), f"{path}: keys {list(out)} != {list(like)}"
             for k in like:
@@ -437,23 +438,23 @@ def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
     return x.astype(dtype).astype(np.float64)
 
 
-LOW_PRECISION = [
+LOW_PRECISION = [  # state_dtype None: float32 averages by default
     ("numpy", "float16", None),
-    ("numpy", "float16", "float32"),
-    ("torch", "float16", None),  # fused kernel, float16 states
-    ("torch", "float16", "float32"),  # foreach path, float32 states
+    ("numpy", "float16", "float16"),
+    ("torch", "float16", None),
+    ("torch", "float16", "float16"),
     ("torch", "bfloat16", None),
-    ("torch", "bfloat16", "float32"),
+    ("torch", "bfloat16", "bfloat16"),
     ("jax", "float16", None),
-    ("jax", "float16", "float32"),
+    ("jax", "float16", "float16"),
     ("jax", "bfloat16", None),
-    ("jax", "bfloat16", "float32"),
+    ("jax", "bfloat16", "bfloat16"),
 ]
 
 
 @pytest.mark.parametrize(("lib_name", "dtype", "state_dtype"), LOW_PRECISION)
 def test_low_precision_matches_rounded_reference(lib_name, dtype, state_dtype):
-    """float16/bfloat16 parameters (states in the same format, or float32).
+    """float16/bfloat16 parameters (float32 states by default, or asked for in the same format).
 
     The reference here also rounds p, m and v to their storage formats after each float64
     step, as any implementation must. The implementations compute in float32 and round once;
@@ -470,7 +471,7 @@ def test_low_precision_matches_rounded_reference(lib_name, dtype, state_dtype):
     lib = LIBS[lib_name]()
     rng = np.random.default_rng(11)
     lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-8
-    state_format = state_dtype or dtype
+    state_format = state_dtype or "float32"
     shape = (300,)
     p = lib.make(rng.standard_normal(shape), dtype)
     ref = ref_start(lib.to_numpy(p))
@@ -542,11 +543,24 @@ def test_backends_agree_with_each_other(dtype):
 # --------------------------------------------------------------------------------------------
 
 
+def torch_route_step(route, ps, gs, ms, vs, c):
+    """One step of torch tensors through a forced route of the torch backend's group step."""
+    from adamupdate.backends import torch_backend
+
+    n, dtype = len(ps), ps[0].dtype
+    fresh = ms is None
+    group = torch_backend.group(
+        dtype, (dtype, dtype), fresh=fresh, inplace=False, params=ps, route=route
+    )
+    assert group.bind(ps, gs, ms or [None] * n, vs or [None] * n, checked=True)
+    group.run(c)
+    return group.outputs()
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_torch_fused_foreach_and_numba_paths_agree_with_reference(dtype):
     torch = pytest.importorskip("torch")
     from adamupdate._algorithm import coefficients
-    from adamupdate._kernels import torch_backend
 
     rng = np.random.default_rng(5)
     shapes = [(17,), (3, 4), ()]
@@ -563,9 +577,7 @@ def test_torch_fused_foreach_and_numba_paths_agree_with_reference(dtype):
         for t, gs in enumerate(grads, 1):
             gt = [torch.tensor(g, dtype=tdt) for g in gs]
             c = coefficients(lr, b1, b2, eps, t)
-            ps, ms, vs = torch_backend.step(
-                ps, gt, ms, vs, c, inplace=False, state_dtypes=(tdt, tdt), kernel=kernel
-            )
+            ps, ms, vs = torch_route_step(kernel, ps, gt, ms, vs, c)
             for i in range(len(shapes)):
                 refs[i] = reference_step(refs[i], gt[i].double().numpy(), t, lr, b1, b2, eps)
                 errors = rel_errors(
@@ -832,7 +844,6 @@ def test_gpu_torch_fused_and_foreach_agree(dtype):
     import torch
 
     from adamupdate._algorithm import coefficients
-    from adamupdate._kernels import torch_backend
 
     rng = np.random.default_rng(4)
     p0 = lib.make(random_values(rng, (1000,), False, 1.0), dtype)
@@ -840,20 +851,11 @@ def test_gpu_torch_fused_and_foreach_agree(dtype):
     c = coefficients(0.01, 0.9, 0.999, 1e-8, 1)
     out = {}
     for kernel in ("fused", "foreach"):
-        ps, _, _ = torch_backend.step(
-            [p0],
-            [g],
-            None,
-            None,
-            c,
-            inplace=False,
-            state_dtypes=(p0.dtype, p0.dtype),
-            kernel=kernel,
-        )
+        ps, _, _ = torch_route_step(kernel, [p0], [g], None, None, c)
         assert ps[0].device.type == "cuda"
         out[kernel] = ps[0]
     ref = reference_step(ref_start(lib.to_numpy(p0)), lib.to_numpy(g), 1, 0.01, 0.9, 0.999, 1e-8)
     for fused, p in out.items():
         err = np.max(np.abs(lib.to_numpy(p) - ref.p) / ref.sp)
         assert err <= 4 * RTOL[dtype], (fused, err)
-    assert torch.allclose(out[True], out[False], rtol=8 * RTOL[dtype], atol=0)
+    assert torch.allclose(out["fused"], out["foreach"], rtol=8 * RTOL[dtype], atol=0)

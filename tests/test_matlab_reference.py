@@ -288,8 +288,14 @@ def _random_case(rng: np.random.Generator, dtype, n_steps: int):
     return p0, grads, hp
 
 
+def average_dtype(dtype) -> np.dtype:
+    """Half-precision parameters keep float32 averages (MATLAB has no half type to follow)."""
+    return np.dtype(np.float32) if np.dtype(dtype) == np.float16 else np.dtype(dtype)
+
+
 def _check_types(p, m, v, dtype, shape):
-    for name, x, want in (("p", p, dtype), ("m", m, dtype), ("v", v, real_dtype(dtype))):
+    averages = average_dtype(dtype)
+    for name, x, want in (("p", p, dtype), ("m", m, averages), ("v", v, real_dtype(averages))):
         assert isinstance(x, np.ndarray), (name, type(x))
         assert x.dtype == want, (name, x.dtype, want)
         assert x.shape == shape, (name, x.shape, shape)
@@ -376,7 +382,7 @@ def _leaves(tree):
 
 
 def _assert_same_structure(a, b, path="root"):
-    assert type(a) is type(b), (path, type(a), type(b))
+    assert ref.container_type(a) is ref.container_type(b), (path, type(a), type(b))
     if isinstance(a, dict):
         assert list(a.keys()) == list(b.keys()), path
         for k in a:
@@ -451,7 +457,7 @@ def test_top_level_cell_array(kind):
     params = kind([rng.standard_normal((2, 3)), rng.standard_normal(4).astype(np.float32)])
     grad = kind([rng.standard_normal((2, 3)), rng.standard_normal(4).astype(np.float32)])
     p1, m1, v1 = adamupdate(params, grad, None, None, 1, 0.05)
-    assert type(p1) is kind and type(m1) is kind and type(v1) is kind
+    assert type(p1) is kind and ref.container_type(m1) is kind and ref.container_type(v1) is kind
     assert len(p1) == 2
     for i in range(2):
         traj = ref.run(params[i], [grad[i]], 0.05)
@@ -490,8 +496,8 @@ def test_numpy_scalar_params(scalar_type):
     g = scalar_type(-0.5)
     p1, m1, v1 = adamupdate(p0, g, None, None, 1, 0.01)
     assert type(p1) is scalar_type, type(p1)
-    assert np.asarray(m1).dtype == np.dtype(scalar_type)
-    assert np.asarray(v1).dtype == real_dtype(scalar_type)
+    assert np.asarray(m1).dtype == average_dtype(scalar_type)
+    assert np.asarray(v1).dtype == real_dtype(average_dtype(scalar_type))
     traj = ref.run(np.asarray(p0), [np.asarray(g)], 0.01)
     ref.assert_matches(np.asarray(p1), traj.p, traj.p_bound, scalar_type, "p")
 

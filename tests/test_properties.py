@@ -111,7 +111,7 @@ def assert_same_structure(a, b, *, state_of=None, path="root"):
 
     With ``state_of="v"`` the leaf dtype of ``a`` is the real dtype of ``b``'s.
     """
-    assert type(a) is type(b), (path, type(a), type(b))
+    assert ref.container_type(a) is ref.container_type(b), (path, type(a), type(b))
     if isinstance(a, dict):
         assert list(a) == list(b), path
         for k in a:

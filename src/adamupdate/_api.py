@@ -1,14 +1,15 @@
-"""``adamupdate()``: argument parsing and orchestration (normalize → validate → group → kernel →
-rebuild). The math is in :mod:`adamupdate._algorithm`; the kernels in :mod:`adamupdate._kernels`.
+"""``adamupdate()``: arguments → plan (made, or carried by the averages) → step → containers.
+
+The math is in :mod:`adamupdate._algorithm`, the planning in :mod:`adamupdate._plan`, the
+backends in :mod:`adamupdate.backends`.
 """
 
 from __future__ import annotations
 
 import operator
-import sys
 from typing import Any, TypeVar
 
-from . import _engine, _plans, _tree, _validate
+from . import _plan, _tree, _validate
 
 T = TypeVar("T")
 
@@ -105,28 +106,41 @@ def adamupdate(
     hyper = _hyperparameters(iteration, learn_rate, grad_decay, sq_grad_decay, epsilon)
     if not isinstance(inplace, bool):
         raise TypeError(f"inplace must be True or False, got {inplace!r}")
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(params, torch.nn.Module):
+    if _plan.is_module(params):
         from .nn import update_network
 
         return update_network(
             params, grad, avg_grad, avg_sq_grad, hyper, inplace=inplace, state_dtype=state_dtype
         )
-    if inplace:
-        # The same buffers as last step: only the gradients need checking.
-        remembered = _plans.lookup(params, grad, avg_grad, avg_sq_grad, state_dtype)
-        if remembered is not None:
-            plan, leaves = remembered
-            if _engine.step_in_place(
-                plan.groups,
-                plan.prepared,
-                *leaves,
-                hyper,
-                signatures=plan.grad_signatures,
-                same_grads=plan.same_grads,
-            ):
-                return params, avg_grad, avg_sq_grad
-            _plans.discard(plan)  # it no longer fits: the full path below makes a new one
+    plan = _plan.attached(avg_grad, avg_sq_grad)
+    if plan is not None and plan.inplace == inplace and plan.state_dtype is state_dtype:
+        outputs = _remembered_step(plan, params, grad, avg_grad, avg_sq_grad, hyper)
+        if outputs is not None:
+            return outputs
+    return _planned_step(params, grad, avg_grad, avg_sq_grad, hyper, inplace, state_dtype)
+
+
+def _remembered_step(plan, params, grad, avg_grad, avg_sq_grad, hyper) -> tuple | None:
+    """The step of a plan carried by the averages, when this call passes the very leaves it
+    last produced; ``None`` (nothing written) when anything differs."""
+    node, state_node = plan.nodes
+    param_leaves = _tree.same_structure_leaves(node, params)
+    avg_leaves = _tree.same_structure_leaves(state_node, avg_grad)
+    sq_leaves = _tree.same_structure_leaves(state_node, avg_sq_grad)
+    grad_leaves = _tree.same_structure_leaves(node, grad)
+    if None in (param_leaves, avg_leaves, sq_leaves, grad_leaves):
+        return None
+    if not plan.expects(param_leaves, avg_leaves, sq_leaves):
+        return None
+    new = plan.step(param_leaves, grad_leaves, avg_leaves, sq_leaves, hyper, checked=False)
+    if new is None:
+        return None
+    if plan.inplace:  # the same containers, updated in their buffers
+        return params, avg_grad, avg_sq_grad
+    return _outputs(plan, params, new)
+
+
+def _planned_step(params, grad, avg_grad, avg_sq_grad, hyper, inplace, state_dtype) -> tuple:
     param_leaves, node = _tree.flatten(params)
     grad_leaves = _tree.leaves_like(node, grad, "grad")
     avg_leaves = _state_leaves(node, avg_grad, "avg_grad")
@@ -135,7 +149,7 @@ def adamupdate(
     def path(argument: str, index: int) -> str:
         return _tree.format_path(argument, _tree.leaf_path(node, index))
 
-    groups = _engine.plan(
+    plan = _plan.make(
         param_leaves,
         grad_leaves,
         avg_leaves,
@@ -144,46 +158,47 @@ def adamupdate(
         inplace=inplace,
         state_dtype=state_dtype,
     )
-    new_params, new_avg, new_sq = _engine.run(
-        groups, param_leaves, grad_leaves, avg_leaves, sq_leaves, hyper, inplace=inplace
-    )
     # The averages mirror grad: for a table that means grad's own Layer/Parameter columns.
     state_node = _tree.flatten(grad)[1] if _tree.contains_table(node) else node
-    outputs = (
-        _rebuild(node, params, param_leaves, new_params),
-        _rebuild(state_node, avg_grad, avg_leaves, new_avg),
-        _rebuild(state_node, avg_sq_grad, sq_leaves, new_sq),
+    plan.nodes = (node, state_node)
+    new = plan.step(param_leaves, grad_leaves, avg_leaves, sq_leaves, hyper, checked=True)
+    assert new is not None, "a plan binds the leaves it has just checked"
+    return _outputs(plan, params, new, originals=(param_leaves, avg_leaves, sq_leaves),
+                    states=(avg_grad, avg_sq_grad))
+
+
+def _outputs(plan, params, new, originals=None, states=None) -> tuple:
+    """The containers around the new leaves; the averages carry the plan. In place, a
+    container whose every leaf was updated in its own buffer comes back as it is."""
+    node, state_node = plan.nodes
+    new_params, new_avg, new_sq = new
+    if originals is not None and plan.inplace and not _tree.contains_table(node):
+        same = [all(map(operator.is_, a, b)) for a, b in zip(new, originals)]
+        out_params = params if same[0] else _tree.unflatten(node, new_params)
+        out_avg = states[0] if same[1] else _plan.attach(_tree.unflatten(state_node, new_avg),
+                                                         plan)
+        out_sq = states[1] if same[2] else _plan.attach(_tree.unflatten(state_node, new_sq),
+                                                        plan)
+        if same[1] and same[2] and _plan.attached(out_avg, out_sq) is not plan:
+            out_avg, out_sq = (_plan.attach(_tree.unflatten(state_node, leaves), plan)
+                               for leaves in (new_avg, new_sq))
+        return out_params, out_avg, out_sq
+    return (
+        _tree.unflatten(node, new_params),
+        _plan.attach(_tree.unflatten(state_node, new_avg), plan),
+        _plan.attach(_tree.unflatten(state_node, new_sq), plan),
     )
-    if inplace and outputs[0] is params:
-        _plans.remember(
-            params,
-            grad_leaves,
-            node,
-            state_node,
-            (param_leaves, new_avg, new_sq),
-            groups,
-            state_dtype,
-        )
-    return outputs
-
-
-def _rebuild(node: _tree.Node, original: Any, old_leaves: list[Any], new_leaves: list[Any]) -> Any:
-    """In place, the caller's own container comes back when every leaf was updated in its own
-    buffer — so the next step passes the same objects and can reuse this step's plan."""
-    if all(map(operator.is_, new_leaves, old_leaves)) and not _tree.contains_table(node):
-        return original
-    return _tree.unflatten(node, new_leaves)
 
 
 def _hyperparameters(
     iteration: Any, learn_rate: Any, grad_decay: Any, sq_grad_decay: Any, epsilon: Any
-) -> _engine.Hyperparameters:
+) -> _plan.Hyperparameters:
     xp = None
     if _validate.is_traced(iteration):
         import jax.numpy as xp  # inside jax.jit: the value is unknown, its form is not checked
     else:
         iteration = _validate.iteration(iteration)
-    return _engine.Hyperparameters(
+    return _plan.Hyperparameters(
         learn_rate=_validate.learn_rate(learn_rate),
         grad_decay=_validate.decay(grad_decay, "grad_decay"),
         sq_grad_decay=_validate.decay(sq_grad_decay, "sq_grad_decay"),

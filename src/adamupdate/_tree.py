@@ -7,7 +7,7 @@ container (a gradient or a state) along the same tree, checking as it goes that 
 structure and reporting the first mismatch by its path, e.g. ``grad['fc1'][0]``.
 
 Anything that is not a container is a leaf; what a leaf may be is checked elsewhere
-(:func:`adamupdate._engine.plan`, with the backends of :mod:`adamupdate._backends`).
+(:func:`adamupdate._plan.make`, with the backends of :mod:`adamupdate.backends`).
 """
 
 from __future__ import annotations
@@ -42,6 +42,68 @@ class Node:
 LEAF = Node("leaf")
 
 
+# --- containers of averages that carry their plan (see adamupdate._plan.attach) ---------------
+
+class _OwnedDict(dict):
+    """A ``dict`` of averages carrying the plan that made them. Copies and pickles are plain
+    dicts: a plan belongs to these very buffers."""
+
+    __slots__ = ("_adamupdate_plan",)
+
+    def __reduce__(self) -> Any:
+        return dict, (dict(self),)
+
+    def __copy__(self) -> dict:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict) -> dict:
+        import copy
+
+        return copy.deepcopy(dict(self), memo)
+
+
+class _OwnedList(list):
+    """A ``list`` of averages carrying the plan that made them (see :class:`_OwnedDict`)."""
+
+    __slots__ = ("_adamupdate_plan",)
+
+    def __reduce__(self) -> Any:
+        return list, (list(self),)
+
+    def __copy__(self) -> list:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict) -> list:
+        import copy
+
+        return copy.deepcopy(list(self), memo)
+
+
+class _OwnedTuple(tuple):
+    """A ``tuple`` of averages carrying the plan that made them (see :class:`_OwnedDict`)."""
+
+    def __reduce__(self) -> Any:
+        return tuple, (tuple(self),)
+
+    def __copy__(self) -> tuple:
+        return tuple(self)
+
+    def __deepcopy__(self, memo: dict) -> tuple:
+        import copy
+
+        return copy.deepcopy(tuple(self), memo)
+
+
+#: Plain container type -> its twin that can carry a plan, and back.
+OWNED: dict[type, type] = {dict: _OwnedDict, list: _OwnedList, tuple: _OwnedTuple}
+PLAIN: dict[type, type] = {owned: plain for plain, owned in OWNED.items()}
+
+
+def _plain(cls: type) -> type:
+    """The container type a user sees: an owned twin counts as its plain type."""
+    return PLAIN.get(cls, cls)
+
+
 def is_table(obj: Any) -> bool:
     """True for a pandas DataFrame, without importing pandas for anything else."""
     pandas = sys.modules.get("pandas")
@@ -60,7 +122,7 @@ def flatten(tree: Any) -> tuple[list[Any], Node]:
 
 
 def _flatten_into(obj: Any, leaves: list[Any], name: str, path: tuple) -> Node:
-    cls = type(obj)
+    cls = _plain(type(obj))
     if isinstance(obj, list):
         children = tuple(
             _flatten_into(item, leaves, name, (*path, i)) for i, item in enumerate(obj)
@@ -153,7 +215,7 @@ def _same_into(node: Node, obj: Any, out: list[Any]) -> bool:
     if node.kind == "leaf":
         out.append(obj)
         return True
-    if type(obj) is not node.type_:
+    if _plain(type(obj)) is not node.type_:
         return False
     if node.kind == "dict":
         if len(obj) != len(node.keys):
@@ -211,7 +273,7 @@ def _collect_like(
         return
     where = format_path(name, path)
     if kind in ("list", "tuple", "namedtuple"):
-        if type(obj) is not node.type_:
+        if _plain(type(obj)) is not node.type_:
             raise TypeError(
                 f"{where}: expected a {node.type_.__name__} like params, got {type(obj).__name__}"
             )

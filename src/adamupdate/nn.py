@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from . import _engine, _tree
+from . import _plan, _tree
 
 __all__ = [
     "get_learn_rate_factor",
@@ -50,8 +50,31 @@ def _split(name: str) -> tuple[str, str]:
 
 
 def _learnables(net: torch.nn.Module) -> tuple[list[str], list[torch.nn.Parameter]]:
-    named = [(name, p) for name, p in net.named_parameters() if p.requires_grad]
-    return [name for name, _ in named], [p for _, p in named]
+    names, params, _ = _learnables_and_factors(net)
+    return names, params
+
+
+def _learnables_and_factors(
+    net: torch.nn.Module,
+) -> tuple[list[str], list[torch.nn.Parameter], list[float]]:
+    """Names, parameters and learn-rate factors of the learnables, in ``named_parameters()``
+    order (modules in ``named_modules()`` order, each one's own parameters, a shared parameter
+    once), in one walk: a network step must cost the same per parameter at any size."""
+    names: list[str] = []
+    params: list[torch.nn.Parameter] = []
+    factors: list[float] = []
+    seen: set[int] = set()
+    for prefix, module in net.named_modules():
+        own = module.__dict__.get(_FACTORS_ATTRIBUTE)
+        for name, p in module._parameters.items():
+            if p is None or id(p) in seen:
+                continue
+            seen.add(id(p))
+            if p.requires_grad:
+                names.append(f"{prefix}.{name}" if prefix else name)
+                params.append(p)
+                factors.append(own.get(name, 1.0) if own else 1.0)
+    return names, params, factors
 
 
 def _table(names: list[str], values: list[Any]) -> Any:
@@ -117,8 +140,8 @@ def _owner(net: torch.nn.Module, layer: str | torch.nn.Module) -> tuple[str, tor
 
 
 def _check_parameter(module: torch.nn.Module, layer: str, parameter: str) -> None:
-    if parameter not in dict(module.named_parameters(recurse=False)):
-        own = list(dict(module.named_parameters(recurse=False)))
+    if module._parameters.get(parameter) is None:
+        own = [name for name, p in module._parameters.items() if p is not None]
         raise ValueError(f"layer {layer!r} has no parameter {parameter!r} (it has {own or 'none'})")
 
 
@@ -162,8 +185,8 @@ def set_layer_learn_rate_factors(
 
 def learn_rate_factors(net: torch.nn.Module) -> dict[str, float]:
     """Every learnable's factor keyed by parameter name — save it beside a ``state_dict``."""
-    names, _ = _learnables(net)
-    return {name: get_learn_rate_factor(net, *_split(name)) for name in names}
+    names, _, factors = _learnables_and_factors(net)
+    return dict(zip(names, factors))
 
 
 def set_learn_rate_factors(net: torch.nn.Module, factors: Mapping[str, float]) -> torch.nn.Module:
@@ -249,33 +272,44 @@ def update_network(
     grad: Any,
     avg_grad: Any,
     avg_sq_grad: Any,
-    hyper: _engine.Hyperparameters,
+    hyper: _plan.Hyperparameters,
     *,
     inplace: bool = False,
     state_dtype: Any = None,
 ) -> tuple[torch.nn.Module, Any, Any]:
     """The network form of :func:`adamupdate.adamupdate` (which validates ``hyper``).
 
-    Parameters are updated in place; the averages too when ``inplace`` is true, otherwise new
-    ones are returned. Each (device, dtype, learn-rate factor) group is one kernel call.
+    Parameters are updated in place, as MATLAB returns the updated ``dlnetwork``. So are the
+    averages that the previous call returned — they are this library's own buffers, as
+    ``torch.optim`` keeps its state — while averages from anywhere else (a checkpoint, your
+    own zeros) are copied on the first call and never written, unless ``inplace`` is true.
+    Each (device, dtype, learn-rate factor) group is one kernel call.
     """
+    names, params, factors = _learnables_and_factors(net)
+    grads = _leaves(names, grad, "grad", state=False)
+    plan = _plan.attached(avg_grad, avg_sq_grad)
+    if plan is not None and plan.state_dtype is state_dtype and plan.names == names and (
+        plan.factors == factors
+    ):
+        avg_grads = _leaves(names, avg_grad, "avg_grad", state=True)
+        avg_sq_grads = _leaves(names, avg_sq_grad, "avg_sq_grad", state=True)
+        if plan.expects(params, avg_grads, avg_sq_grads) and plan.step(
+            params, grads, avg_grads, avg_sq_grads, hyper, checked=False
+        ):
+            return net, avg_grad, avg_sq_grad
     from ._api import is_empty_state
 
-    names, params = _learnables(net)
-    grads = _leaves(names, grad, "grad", state=False)
-    avg_grads = _leaves(
-        names, None if is_empty_state(avg_grad) else avg_grad, "avg_grad", state=True
-    )
+    avg_grads = _leaves(names, None if is_empty_state(avg_grad) else avg_grad, "avg_grad",
+                        state=True)
     avg_sq_grads = _leaves(
         names, None if is_empty_state(avg_sq_grad) else avg_sq_grad, "avg_sq_grad", state=True
     )
-    factors = [get_learn_rate_factor(net, *_split(name)) for name in names]
 
     def path(argument: str, index: int) -> str:
         layer, parameter = _split(names[index])
         return f"{argument} (layer {layer!r}, parameter {parameter!r})"
 
-    groups = _engine.plan(
+    plan = _plan.make(
         params,
         grads,
         avg_grads,
@@ -285,10 +319,15 @@ def update_network(
         inplace=True,
         state_dtype=state_dtype,
     )
-    if not inplace:  # the caller's averages stay as they were; the parameters are the network's
-        avg_grads = [None if m is None else m.clone() for m in avg_grads]
-        avg_sq_grads = [None if v is None else v.clone() for v in avg_sq_grads]
-    _, new_avg, new_sq = _engine.run(
-        groups, params, grads, avg_grads, avg_sq_grads, hyper, inplace=True
+    plan.names = names
+    if not inplace:  # someone else's averages: the plan's own copies are written from now on
+        avg_grads = [None if m is None else m.detach().clone() for m in avg_grads]
+        avg_sq_grads = [None if v is None else v.detach().clone() for v in avg_sq_grads]
+    new = plan.step(params, grads, avg_grads, avg_sq_grads, hyper, checked=True)
+    assert new is not None, "a plan binds the leaves it has just checked"
+    _, new_avg, new_sq = new
+    return (
+        net,
+        _plan.attach(_rebuild(names, new_avg, grad), plan),
+        _plan.attach(_rebuild(names, new_sq, grad), plan),
     )
-    return net, _rebuild(names, new_avg, grad), _rebuild(names, new_sq, grad)

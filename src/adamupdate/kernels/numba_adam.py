@@ -1,58 +1,54 @@
-"""A fused, multithreaded Adam step for NumPy arrays on the CPU, compiled with numba.
+"""The fused, multithreaded Adam step on raw CPU memory, compiled with numba.
 
 Why this kernel exists: the textbook NumPy expression makes about ten passes over memory with
 temporaries; one Adam step needs only one (read ``p, g, m, v``, write ``p, m, v``: 28 bytes per
 float32 parameter). This kernel makes that one pass on all cores, so it runs at the machine's
-memory bandwidth, and it covers a whole list of arrays in *one* call, so a network's hundreds of
-tensors cost one launch, not hundreds.
+memory bandwidth, and it covers a whole group of arrays in *one* call, so a network's hundreds
+of tensors cost one launch, not hundreds.
 
-Exactness: every operation is the one NumPy performs, in NumPy's order and precision (the
-constants are cast to the array's dtype first, as NumPy 2 does with Python floats), and numba
-compiles it with ``fastmath=False`` (no FMA contraction, no reassociation), so for real dtypes
-the result is bitwise identical to::
+Exactness: every operation is the one NumPy performs, in MATLAB's order and the array's
+precision (the constants are cast to the array's dtype first, as NumPy 2 does with Python
+floats), and numba compiles it with ``fastmath=False`` (no FMA contraction, no reassociation)::
 
     m_new = b1 * m + omb1 * g                 # fresh state: m_new = omb1 * g
     v_new = b2 * v + omb2 * (g * g)           # fresh state: v_new = omb2 * (g * g)
     p_new = p - (step * m_new) / (sqrt(v_new) + eps)
 
-Complex arrays (``p, g, m`` complex, ``v`` real) are computed componentwise, as MATLAB does for
-a real scalar times a complex array and a complex array divided by a real one::
+``g * g`` is squared before it is scaled, as MATLAB writes ``(1-b2) .* g.^2``: a float32
+gradient of 1e20 squares to inf. Complex arrays (``p, g, m`` complex, ``v`` real) are computed
+componentwise, as MATLAB multiplies a complex array by a real scalar and divides it by a real
+array::
 
     v_new = b2 * v + omb2 * (g.real * g.real + g.imag * g.imag)
     p_new.real = p.real - (step * m_new.real) / (sqrt(v_new) + eps)     # and .imag alike
 
-This is bitwise equal to that componentwise NumPy expression, and within one rounding of
-``reference_step`` on complex arrays, which differs only in ``p`` because NumPy divides a complex
-by a real as a complex by a complex (multiplying by a rounded reciprocal).
+The interface is two calls, so that everything that can fail happens before anything is
+written (see :mod:`adamupdate._plan`):
 
-How a list of arrays becomes one call, at ~0.3 µs per array: the arrays are described by a
-table of ``id()`` values (one row per role ``p, g, m, v, p_out, m_out, v_out``, one column per
-parameter), gathered with ``map(id, ...)``. Compiled code then reads each array's header --
-``PyArrayObject``'s data pointer, dimensions, dtype and flags, whose layout is part of NumPy's
-stable ABI and is verified against the Python-visible values when the kernels are built -- to
-check every array (C-contiguous ndarray, expected dtype and size, writeable outputs) and to find
-its data. The same checks through Python attributes cost several µs per parameter. Where the
-layout cannot be trusted (another Python implementation), the same checks run in Python and the
-table holds data addresses instead. The kernel splits the concatenation of all arrays into
-equal blocks, so big and small arrays balance across threads; work that fits one block runs on
-the calling thread.
+- :func:`inspect` checks a table of NumPy arrays (by ``id()``) from their headers in compiled
+  code — type, dtype, C-contiguity, writeable outputs, every shape equal to its parameter's —
+  and returns their data addresses. ``PyArrayObject``'s layout is part of NumPy's stable ABI and
+  is verified against the Python-visible values when the kernels are built; the same checks
+  through Python attributes cost several µs per array.
+- :func:`run` steps a table of data addresses. It cannot raise: its callers have checked the
+  memory behind every address (contiguous, of the dtype, sized, outputs that *are* their inputs
+  or overlap none of them).
 
 numba is imported lazily (it takes ~0.5 s); importing this module never fails without it --
 ask :func:`available` first. The compiled code is cached on disk (``cache=True``), so only the
 first run on a machine pays the compile time (see :func:`compile`). Threads are numba's
-(``numba.set_num_threads``); with its OpenMP layer a process must not ``fork`` after a parallel
-step (numba stops it): use the ``spawn`` start method, as ``torch.multiprocessing`` does.
+(``numba.set_num_threads``); numba's ``workqueue`` threading layer (the one without OpenMP or
+TBB) aborts the process on concurrent launches, so launches are serialised by a lock unless the
+layer is known to be thread-safe. A forked child steps on one thread (OpenMP cannot run there).
 """
 
 from __future__ import annotations
 
 import math
-import operator
 import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -63,29 +59,29 @@ if TYPE_CHECKING:
 __all__ = [
     "ROLES",
     "SUPPORTED_DTYPES",
-    "Batch",
     "available",
-    "batch",
     "compile",
     "fused_step",
-    "fused_step_batch",
     "fused_step_many",
-    "step_arrays",
+    "inspect",
+    "run",
     "supports",
 ]
 
-#: Dtypes the kernel computes; anything else (float16, ...) stays with the NumPy fallback.
+#: Dtypes the kernel computes; anything else (float16, ...) stays with the NumPy ufuncs.
 SUPPORTED_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
 
-#: Rows of a :class:`Batch` table, in this order.
+#: Rows of an address (or id) table, in this order.
 ROLES = ("param", "grad", "avg_grad", "avg_sq_grad", "param_out", "avg_grad_out", "avg_sq_grad_out")
 
 # Elements per parallel work item: large enough to amortize finding its arrays, small enough
 # that a list of arrays splits evenly across threads.
 _BLOCK = 32768
 
-_lock = threading.Lock()
-# "ok": numba works; "real"/"complex"/"inspect": compiled functions; "layout": header offsets
+_build_lock = threading.Lock()
+_launch_lock = threading.Lock()
+# "ok": numba works; "real"/"complex"/"inspect": compiled functions; "layout": header offsets;
+# "threads": parallel launches allowed; "safe_layer": launches may run concurrently.
 _state: dict[str, Any] = {}
 
 
@@ -101,7 +97,10 @@ def available() -> bool:
 
 def supports(dtype: Any) -> bool:
     """True when ``dtype`` (of ``params``; complex states: ``avg_sq_grad`` is real) is covered."""
-    return np.dtype(dtype) in SUPPORTED_DTYPES
+    try:
+        return np.dtype(dtype) in SUPPORTED_DTYPES
+    except TypeError:
+        return False
 
 
 def compile(dtypes: Sequence[Any] = SUPPORTED_DTYPES) -> float:
@@ -117,10 +116,61 @@ def compile(dtypes: Sequence[Any] = SUPPORTED_DTYPES) -> float:
         if not supports(dtype):
             raise TypeError(f"the numba kernel does not support dtype {dtype}")
         empty = [np.empty(0, dtype)]
-        fused_step_many(
-            empty, empty, None, None, empty, empty, [np.empty(0, _real_dtype(dtype))], _ZERO_STEP
-        )
+        real = [np.empty(0, _real_dtype(dtype))]
+        fused_step_many(empty, empty, empty, real, empty, empty, real, _ZERO_STEP)
+        fused_step_many(empty, empty, None, None, empty, empty, real, _ZERO_STEP)
+        inspect(np.full((7, 1), id(empty[0]), np.intp), dtype, False)
     return time.perf_counter() - start
+
+
+def inspect(ids: np.ndarray, dtype: np.dtype, fresh: bool) -> tuple[np.ndarray, np.ndarray] | int:
+    """Check a ``(7, n)`` table of NumPy array ``id()``\\ s (rows :data:`ROLES`) from their headers.
+
+    Every array must be a plain ``ndarray`` of its role's dtype (``dtype``; its real
+    counterpart for ``avg_sq_grad``), C-contiguous, writeable if an output, with exactly its
+    parameter's shape. Rows 2 and 3 are not read when ``fresh``. Returns ``(addresses,
+    sizes)`` — the data addresses in the same ``(7, n)`` layout and each parameter's element
+    count — or the index of the first failing column, or ``-1`` when headers cannot be read on
+    this Python (the caller then checks in Python). The ids must be of live arrays.
+    """
+    layout = _state.get("layout")
+    if layout is None:
+        return -1
+    addresses = np.empty(ids.shape, np.intp)
+    sizes = np.empty(ids.shape[1], np.intp)
+    failed = _state["inspect"](ids, _expected(np.dtype(dtype)), layout, fresh, sizes, addresses)
+    return (addresses, sizes) if failed < 0 else int(failed)
+
+
+def run(addresses: np.ndarray, sizes: np.ndarray, dtype: np.dtype, fresh: bool, c: Any) -> None:
+    """One Adam step on every parameter of a ``(7, n)`` address table (rows :data:`ROLES`).
+
+    The memory behind each address must be contiguous, of ``dtype`` (real for ``avg_sq_grad``)
+    and ``sizes[j]`` elements long; an output must *be* its input or overlap no input. Nothing
+    is checked here and nothing can raise: see :func:`inspect` and :func:`fused_step_many`.
+    """
+    coef = np.array(
+        (
+            c.grad_decay,
+            c.one_minus_grad_decay,
+            c.sq_grad_decay,
+            c.one_minus_sq_grad_decay,
+            c.step_size,
+            c.epsilon,
+        ),
+        _real_dtype(dtype),
+    )
+    kernel = _state["complex" if dtype.kind == "c" else "real"]
+    parallel = _state["threads"] and int(sizes.sum()) > _BLOCK
+    if not parallel or _state["safe_layer"]:
+        kernel(addresses, sizes, coef, fresh, parallel)
+        return
+    with _launch_lock:
+        kernel(addresses, sizes, coef, fresh, parallel)
+        if _state["safe_layer"] is None:
+            import numba
+
+            _state["safe_layer"] = numba.threading_layer() in ("omp", "tbb")
 
 
 def fused_step(
@@ -133,12 +183,12 @@ def fused_step(
     v_out: np.ndarray,
     c: StepCoefficients,
 ) -> None:
-    """One Adam step on one array, written into ``p_out, m_out, v_out``.
+    """One Adam step on one array, written into ``p_out, m_out, v_out`` (checked).
 
-    All arrays are C-contiguous NumPy arrays with the same number of elements and the dtype of
-    ``p``, except that ``v`` and ``v_out`` are real for complex ``p``. ``m`` and ``v`` are
-    ``None`` on the first iteration (MATLAB's empty state). An output may *be* its input
-    (in-place update: ``p_out is p``); otherwise outputs must not overlap any input.
+    All arrays are C-contiguous NumPy arrays with the shape and dtype of ``p``, except that
+    ``v`` and ``v_out`` are real for complex ``p``. ``m`` and ``v`` are ``None`` on the first
+    iteration (MATLAB's empty state). An output may *be* its input (``p_out is p``); otherwise
+    outputs must not overlap any input.
     """
     states = (None, None) if m is None and v is None else ([m], [v])
     fused_step_many([p], [g], *states, [p_out], [m_out], [v_out], c)
@@ -154,136 +204,27 @@ def fused_step_many(
     avg_sq_grads_out: Sequence[np.ndarray],
     c: StepCoefficients,
 ) -> None:
-    """One Adam step on every array of parallel lists, in a single kernel call.
+    """One Adam step on every array of parallel lists, in a single kernel call (checked).
 
     Element ``i`` of each list belongs to parameter ``i``; the conventions are those of
     :func:`fused_step`, with one dtype for all. ``avg_grads`` and ``avg_sq_grads`` are ``None``
-    together on the first iteration. For in-place updates pass the input lists as outputs.
-    Same as ``fused_step_batch(batch(...), c)``; keep the :class:`Batch` to skip the checks.
+    together on the first iteration. Raises ``TypeError``/``ValueError`` naming the role and
+    index of the first bad array before anything is written.
     """
-    lists = (params, grads, avg_grads, avg_sq_grads, params_out, avg_grads_out, avg_sq_grads_out)
-    fused_step_batch(batch(*lists), c)
-
-
-def step_arrays(leaves: Sequence[Sequence[np.ndarray | None]], c: StepCoefficients) -> None:
-    """One Adam step on a group of leaves ``(p, g, m, v, p_out, m_out, v_out)`` of one dtype.
-
-    The entry point for :mod:`adamupdate._kernels.numpy_backend`: arrays of any shape; ``m`` and
-    ``v`` ``None`` for a fresh state (leaf by leaf); outputs are their inputs (in place) or new
-    arrays. Contiguous leaves take at most two kernel calls (fresh and continuing states); a
-    leaf with a non-contiguous array is stepped through contiguous copies. Everything is checked
-    before anything is written, except that a non-contiguous leaf is checked on its turn.
-    """
-    groups: dict[bool, list[Sequence[np.ndarray | None]]] = {True: [], False: []}
-    for leaf in leaves:
-        fresh = leaf[2] is None
-        if fresh != (leaf[3] is None):
-            raise ValueError("avg_grad and avg_sq_grad must both be given or both be None")
-        groups[fresh].append(leaf)
-    plans: list[tuple[Batch | None, list[Sequence[np.ndarray | None]]]] = []
-    for group in groups.values():
-        if not group:
-            continue
-        try:
-            plans.append((batch(*_columns(group)), []))
-        except ValueError:  # a non-contiguous leaf, or a real problem that batch() raises again
-            direct = [leaf for leaf in group if all(map(_contiguous, leaf))]
-            staged = [leaf for leaf in group if not all(map(_contiguous, leaf))]
-            plans.append((batch(*_columns(direct)) if direct else None, staged))
-    for b, staged in plans:
-        if b is not None:
-            fused_step_batch(b, c)
-        for leaf in staged:
-            _step_through_copies(leaf, c)
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Arrays as the kernel sees them, checked once: step them as often as you like.
-
-    ``table`` is a ``(7, n)`` ``intp`` array, one row per role in :data:`ROLES` and one column per
-    parameter, of ``id()`` values of ``ndarray`` objects (``objects=True``; the kernel reads
-    each array's data pointer from it at every step) or of data addresses (``objects=False``:
-    ``arr.ctypes.data``, a CPU ``torch.Tensor.data_ptr()``). ``keep`` holds the arrays or tensors
-    behind the table so that they live as long as the batch; they must not be resized.
-    ``sizes[i]`` counts the elements of parameter ``i`` (complex elements for a complex
-    ``dtype``). Rows 2 and 3 (the states) are not read when ``fresh``.
-
-    A batch built by :func:`batch` is checked. One built by hand is not: the memory behind every
-    entry must be contiguous, of ``dtype`` (its real counterpart in the ``avg_sq_grad`` rows),
-    and outputs must *be* their inputs or overlap none of them. A wrong table can crash Python.
-    """
-
-    table: np.ndarray
-    sizes: np.ndarray
-    dtype: np.dtype
-    fresh: bool
-    objects: bool
-    keep: tuple[Any, ...] = ()
-
-
-def batch(
-    params: Sequence[np.ndarray],
-    grads: Sequence[np.ndarray],
-    avg_grads: Sequence[np.ndarray] | None,
-    avg_sq_grads: Sequence[np.ndarray] | None,
-    params_out: Sequence[np.ndarray],
-    avg_grads_out: Sequence[np.ndarray],
-    avg_sq_grads_out: Sequence[np.ndarray],
-) -> Batch:
-    """Check parallel lists of arrays (see :func:`fused_step_many`) and describe them as a
-    :class:`Batch`; ~0.3 µs per parameter. Raises ``TypeError``/``ValueError`` naming the role
-    and index of the first bad array (wrong type or dtype, not C-contiguous, wrong size,
-    read-only output)."""
     _require_numba()
-    n = len(params)
     fresh = avg_grads is None
     if fresh != (avg_sq_grads is None):
         raise ValueError("avg_grad and avg_sq_grad must both be given or both be None")
-    dtype = getattr(params[0], "dtype", None) if n else np.dtype(np.float64)
+    n = len(params)
+    dtype = np.dtype(getattr(params[0], "dtype", np.float64)) if n else np.dtype(np.float64)
     states = (params, grads) if fresh else (avg_grads, avg_sq_grads)  # fresh: rows not read
     columns = (params, grads, *states, params_out, avg_grads_out, avg_sq_grads_out)
-    layout = _state["layout"]
-    if layout is None or not supports(dtype) or any(len(col) != n for col in columns):
-        _check(dtype, n, columns, fresh)  # raises, or passes on a runtime without the layout
-        return _table(columns, dtype, fresh, _data_address)
-    b = _table(columns, dtype, fresh, id)
-    if _state["inspect"](b.table, _expected(dtype), layout, fresh, b.sizes) >= 0:
-        # A fast check failed: name the problem, or accept what it is too strict about
-        # (ndarray subclasses; dtypes equal to the builtin one but not the same object).
-        _check(dtype, n, columns, fresh)
-        b.sizes[:] = [a.size for a in params]
-    return b
-
-
-def still_valid(b: Batch) -> bool:
-    """Recheck, in compiled code, that every array of a batch of ``id()``s still suits the kernel
-    (type, dtype, C-contiguous, size, writeable outputs) — flags can change between steps."""
-    layout = _state["layout"]
-    if not b.objects or layout is None:
-        return False
-    return _state["inspect"](b.table, _expected(b.dtype), layout, b.fresh, b.sizes) < 0
-
-
-def fused_step_batch(b: Batch, c: StepCoefficients) -> None:
-    """One Adam step on every array of ``b``, in a single kernel call (parallel if large)."""
-    _require_numba()
-    if b.objects and _state["layout"] is None:
-        raise RuntimeError("array objects cannot be read directly on this Python; pass addresses")
-    coef = np.array(
-        (
-            c.grad_decay,
-            c.one_minus_grad_decay,
-            c.sq_grad_decay,
-            c.one_minus_sq_grad_decay,
-            c.step_size,
-            c.epsilon,
-        ),
-        _real_dtype(b.dtype),
-    )
-    offset = int(_state["layout"][1]) if b.objects else -1
-    kernel = _state["complex" if b.dtype.kind == "c" else "real"]
-    kernel(b.table, b.sizes, coef, b.fresh, offset, _state["threads"])
+    _check(dtype, n, columns, fresh)
+    addresses = np.array(
+        [[a.__array_interface__["data"][0] for a in column] for column in columns], np.intp
+    ).reshape(7, n)
+    sizes = np.array([a.size for a in params], np.intp)
+    run(addresses, sizes, dtype, fresh, c)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -308,43 +249,6 @@ def _real_dtype(dtype: np.dtype) -> np.dtype:
     return np.empty(0, dtype).real.dtype
 
 
-def _contiguous(a: np.ndarray | None) -> bool:
-    return a is None or a.flags.c_contiguous
-
-
-def _columns(leaves: Sequence[Sequence[np.ndarray | None]]) -> list[Any]:
-    """Leaves (rows of 7) as the 7 lists :func:`batch` takes; fresh leaves get ``None`` states."""
-    columns: list[Any] = list(zip(*leaves, strict=True))
-    if leaves[0][2] is None:
-        columns[2] = columns[3] = None
-    for out, source in ((4, 0), (5, 2), (6, 3)):  # in place: gather each list's handles once
-        if columns[source] is not None and all(map(operator.is_, columns[out], columns[source])):
-            columns[out] = columns[source]
-    return columns
-
-
-def _data_address(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
-
-
-def _table(columns: Sequence[Sequence[Any]], dtype: Any, fresh: bool, handle: Any) -> Batch:
-    """The handle table of ``columns`` (each distinct list gathered once), sizes to be filled."""
-    n = len(columns[0])
-    table = np.empty((len(ROLES), n), np.intp)
-    rows: dict[int, np.ndarray] = {}
-    keep = []  # the arrays themselves: the caller's lists may change after this call
-    for r, column in enumerate(columns):
-        row = rows.get(id(column))
-        if row is None:
-            keep.append(tuple(column))
-            row = rows[id(column)] = np.fromiter(map(handle, keep[-1]), np.intp, n)
-        table[r] = row
-    sizes = np.empty(n, np.intp)
-    if handle is not id:
-        sizes[:] = [a.size for a in columns[0]]
-    return Batch(table, sizes, np.dtype(dtype), fresh, handle is id, tuple(keep))
-
-
 _expected_cache: dict[np.dtype, np.ndarray] = {}
 
 
@@ -360,38 +264,26 @@ def _expected(dtype: np.dtype) -> np.ndarray:
 
 def _check(dtype: Any, n: int, columns: Sequence[Sequence[Any]], fresh: bool) -> None:
     """Check in Python what the kernel relies on, naming the offending role and index."""
-    if dtype is None or not supports(dtype):
+    if not supports(dtype):
         raise TypeError(f"the numba kernel does not support dtype {dtype}")
     real = _real_dtype(dtype)
-    sizes = [getattr(a, "size", -1) for a in columns[0]]
+    shapes = [getattr(a, "shape", None) for a in columns[0]]
+    inputs = [a for column in columns[:4] for a in column]
     for role, column in zip(ROLES, columns, strict=True):
-        if fresh and role in ("avg_grad", "avg_sq_grad"):
-            continue
         if len(column) != n:
             raise ValueError(f"{role}: {len(column)} arrays for {n} parameters")
         want = real if role.startswith("avg_sq_grad") else dtype
-        for i, (a, size) in enumerate(zip(column, sizes, strict=True)):
+        for i, (a, shape) in enumerate(zip(column, shapes, strict=True)):
             if not isinstance(a, np.ndarray) or a.dtype != want:
                 raise TypeError(f"{role}[{i}]: expected a numpy array of {want}")
-            if not a.flags.c_contiguous or a.size != size:
-                raise ValueError(f"{role}[{i}]: expected C-contiguous with {size} elements")
-            if role.endswith("_out") and not a.flags.writeable:
-                raise ValueError(f"{role}[{i}]: read-only output")
-
-
-def _step_through_copies(leaf: Sequence[np.ndarray | None], c: StepCoefficients) -> None:
-    """A leaf with a non-contiguous array: step contiguous copies, then write the outputs back."""
-    inputs = [None if a is None else np.ascontiguousarray(a) for a in leaf[:4]]
-    outputs = [a if _contiguous(a) else np.empty(a.shape, a.dtype) for a in leaf[4:]]
-    # An output that *is* a copied input is updated in its copy (the kernel's in-place case).
-    outputs = [
-        inputs[i] if original is leaf[i] and inputs[i] is not original else out
-        for i, original, out in zip((0, 2, 3), leaf[4:], outputs, strict=True)
-    ]
-    fused_step(*inputs, *outputs, c)  # type: ignore[arg-type]
-    for original, out in zip(leaf[4:], outputs, strict=True):
-        if out is not original:
-            original[...] = out  # type: ignore[index]
+            if not a.flags.c_contiguous or a.shape != shape:
+                raise ValueError(f"{role}[{i}]: expected C-contiguous with shape {shape}")
+            if role.endswith("_out"):
+                if not a.flags.writeable:
+                    raise ValueError(f"{role}[{i}]: read-only output")
+                own = columns[ROLES.index(role[: -len("_out")])][i]
+                if any(b is not own and np.shares_memory(a, b) for b in inputs):
+                    raise ValueError(f"{role}[{i}]: overlaps an input it is not")
 
 
 def _probe_layout() -> np.ndarray | None:
@@ -443,7 +335,7 @@ def _build() -> None:
     them again in a new process (closures are not cached). Their module globals ``_prange``,
     ``_pointer``, ``_load_intp`` and ``_load_int32`` are bound here to numba objects first.
     """
-    with _lock:
+    with _build_lock:
         if "ok" in _state:
             return
         import numba
@@ -481,25 +373,18 @@ def _build() -> None:
         options = {"fastmath": False, "error_model": "numpy"}
         for name in ("_real_fresh", "_real_continue", "_complex_fresh", "_complex_continue"):
             ns[name] = numba.njit(inline="always", **options)(ns[name])
-        for name in (
-            "_resolve",
-            "_real_span",
-            "_complex_span",
-            "_real_range",
-            "_complex_range",
-            "_starts",
-        ):
+        for name in ("_real_span", "_complex_span", "_real_range", "_complex_range", "_starts"):
             ns[name] = numba.njit(**options)(ns[name])
         _state["real"] = numba.njit(parallel=True, cache=True, **options)(_drive_real)
         _state["complex"] = numba.njit(parallel=True, cache=True, **options)(_drive_complex)
         _state["inspect"] = numba.njit(cache=True, **options)(_inspect)
         _state["layout"] = _probe_layout()
         _state["threads"] = True
+        layer = numba.config.THREADING_LAYER
+        _state["safe_layer"] = True if layer in ("omp", "tbb") else None  # None: not known yet
         # OpenMP cannot run in a forked child (numba terminates it): step on one thread there.
         os.register_at_fork(after_in_child=lambda: _state.update(threads=False))
         _state["ok"] = True
-
-
 # --- compiled code, jitted by _build() -------------------------------------------------------
 
 _prange = range  # numba.prange once built
@@ -521,18 +406,25 @@ _C_CONTIGUOUS = 0x0001  # NPY_ARRAY_C_CONTIGUOUS
 _WRITEABLE = 0x0400  # NPY_ARRAY_WRITEABLE
 
 
-def _inspect(h, want, layout, fresh, sizes):  # type: ignore[no-untyped-def]
-    """Check every array of the table ``h`` (of ids) from its header; fill ``sizes``.
+def _inspect(h, want, layout, fresh, sizes, addresses):  # type: ignore[no-untyped-def]
+    """Check every array of the table ``h`` (of ids) from its header; fill ``sizes`` and
+    ``addresses``.
 
     Each must be an ``ndarray`` (``want[7]``) with its role's dtype (``want[r]``), C-contiguous,
-    writeable if an output, and as large as its parameter. Returns the first failing column,
+    writeable if an output, and of its parameter's shape. Returns the first failing column,
     or -1.
     """
     word = layout[6]
     for j in range(h.shape[1]):
-        size = 0
+        param = h[0, j]
+        ndim = _load_int32(param + layout[2])
+        dims = _load_intp(param + layout[3])
+        size = 1
+        for d in range(ndim):
+            size *= _load_intp(dims + word * d)
         for r in range(7):
             if fresh and (r == 2 or r == 3):
+                addresses[r, j] = 0
                 continue
             obj = h[r, j]
             if _load_intp(obj + layout[0]) != want[7] or _load_intp(obj + layout[4]) != want[r]:
@@ -540,14 +432,13 @@ def _inspect(h, want, layout, fresh, sizes):  # type: ignore[no-untyped-def]
             flags = _load_int32(obj + layout[5])
             if not flags & _C_CONTIGUOUS or (r >= 4 and not flags & _WRITEABLE):
                 return j
-            dims = _load_intp(obj + layout[3])
-            n = 1
-            for d in range(_load_int32(obj + layout[2])):
-                n *= _load_intp(dims + word * d)
-            if r == 0:
-                size = n
-            elif n != size:
+            if _load_int32(obj + layout[2]) != ndim:
                 return j
+            own = _load_intp(obj + layout[3])
+            for d in range(ndim):
+                if _load_intp(own + word * d) != _load_intp(dims + word * d):
+                    return j
+            addresses[r, j] = _load_intp(obj + layout[1])
         sizes[j] = size
     return -1
 
@@ -610,25 +501,20 @@ def _complex_continue(p, g, m, v, po, mo, vo, lo, hi, k):  # type: ignore[no-unt
         po[im] = p[im] - (k[4] * mi) / d
 
 
-def _resolve(handle, offset):  # type: ignore[no-untyped-def]
-    """A handle is the data address itself, or (offset >= 0) an ndarray to read it from."""
-    return _load_intp(handle + offset) if offset >= 0 else handle
-
-
 # The span functions resolve one array's pointers and pick a loop. In-place updates get loops
 # called with the *same* pointer for input and output: with distinct-but-equal pointers LLVM's
 # runtime overlap check fails and it runs the scalar loop, ~4x slower.
 
 
-def _real_span(h, j, lo, hi, k, fresh, offset):  # type: ignore[no-untyped-def]
-    p, g = _resolve(h[0, j], offset), _pointer(_resolve(h[1, j], offset), k)
-    po, mo, vo = _resolve(h[4, j], offset), _resolve(h[5, j], offset), _resolve(h[6, j], offset)
+def _real_span(h, j, lo, hi, k, fresh):  # type: ignore[no-untyped-def]
+    p, g = h[0, j], _pointer(h[1, j], k)
+    po, mo, vo = h[4, j], h[5, j], h[6, j]
     if fresh:
         pp = _pointer(p, k)
         ppo = pp if po == p else _pointer(po, k)
         _real_fresh(pp, g, ppo, _pointer(mo, k), _pointer(vo, k), lo, hi, k)
         return
-    m, v = _resolve(h[2, j], offset), _resolve(h[3, j], offset)
+    m, v = h[2, j], h[3, j]
     pp, mp, vp = _pointer(p, k), _pointer(m, k), _pointer(v, k)
     if po == p and mo == m and vo == v:
         _real_continue(pp, g, mp, vp, pp, mp, vp, lo, hi, k)
@@ -637,15 +523,15 @@ def _real_span(h, j, lo, hi, k, fresh, offset):  # type: ignore[no-untyped-def]
         _real_continue(pp, g, mp, vp, ppo, mpo, vpo, lo, hi, k)
 
 
-def _complex_span(h, j, lo, hi, k, fresh, offset):  # type: ignore[no-untyped-def]
-    p, g = _resolve(h[0, j], offset), _pointer(_resolve(h[1, j], offset), k)
-    po, mo, vo = _resolve(h[4, j], offset), _resolve(h[5, j], offset), _resolve(h[6, j], offset)
+def _complex_span(h, j, lo, hi, k, fresh):  # type: ignore[no-untyped-def]
+    p, g = h[0, j], _pointer(h[1, j], k)
+    po, mo, vo = h[4, j], h[5, j], h[6, j]
     if fresh:
         pp = _pointer(p, k)
         ppo = pp if po == p else _pointer(po, k)
         _complex_fresh(pp, g, ppo, _pointer(mo, k), _pointer(vo, k), lo, hi, k)
         return
-    m, v = _resolve(h[2, j], offset), _resolve(h[3, j], offset)
+    m, v = h[2, j], h[3, j]
     pp, mp, vp = _pointer(p, k), _pointer(m, k), _pointer(v, k)
     if po == p and mo == m and vo == v:
         _complex_continue(pp, g, mp, vp, pp, mp, vp, lo, hi, k)
@@ -654,24 +540,24 @@ def _complex_span(h, j, lo, hi, k, fresh, offset):  # type: ignore[no-untyped-de
         _complex_continue(pp, g, mp, vp, ppo, mpo, vpo, lo, hi, k)
 
 
-def _real_range(h, starts, lo, hi, k, fresh, offset):  # type: ignore[no-untyped-def]
+def _real_range(h, starts, lo, hi, k, fresh):  # type: ignore[no-untyped-def]
     """Elements [lo, hi) of the concatenation of all arrays (``starts``: their offsets)."""
     j = np.searchsorted(starts, lo, side="right") - 1
     while lo < hi:
         stop = min(hi, starts[j + 1])
         if stop > lo:
-            _real_span(h, j, lo - starts[j], stop - starts[j], k, fresh, offset)
+            _real_span(h, j, lo - starts[j], stop - starts[j], k, fresh)
         lo = stop
         j += 1
 
 
-def _complex_range(h, starts, lo, hi, k, fresh, offset):  # type: ignore[no-untyped-def]
+def _complex_range(h, starts, lo, hi, k, fresh):  # type: ignore[no-untyped-def]
     """As :func:`_real_range`, counting complex elements."""
     j = np.searchsorted(starts, lo, side="right") - 1
     while lo < hi:
         stop = min(hi, starts[j + 1])
         if stop > lo:
-            _complex_span(h, j, lo - starts[j], stop - starts[j], k, fresh, offset)
+            _complex_span(h, j, lo - starts[j], stop - starts[j], k, fresh)
         lo = stop
         j += 1
 
@@ -688,21 +574,21 @@ def _starts(sizes):  # type: ignore[no-untyped-def]
 # and on a busy machine a descheduled worker stalls the whole call).
 
 
-def _drive_real(h, sizes, k, fresh, offset, threads):  # type: ignore[no-untyped-def]
+def _drive_real(h, sizes, k, fresh, parallel):  # type: ignore[no-untyped-def]
     starts = _starts(sizes)
     total = starts[-1]
-    if total <= _BLOCK or not threads:
-        _real_range(h, starts, 0, total, k, fresh, offset)
+    if not parallel:
+        _real_range(h, starts, 0, total, k, fresh)
         return
     for b in _prange((total + _BLOCK - 1) // _BLOCK):
-        _real_range(h, starts, b * _BLOCK, min((b + 1) * _BLOCK, total), k, fresh, offset)
+        _real_range(h, starts, b * _BLOCK, min((b + 1) * _BLOCK, total), k, fresh)
 
 
-def _drive_complex(h, sizes, k, fresh, offset, threads):  # type: ignore[no-untyped-def]
+def _drive_complex(h, sizes, k, fresh, parallel):  # type: ignore[no-untyped-def]
     starts = _starts(sizes)
     total = starts[-1]
-    if total <= _BLOCK or not threads:
-        _complex_range(h, starts, 0, total, k, fresh, offset)
+    if not parallel:
+        _complex_range(h, starts, 0, total, k, fresh)
         return
     for b in _prange((total + _BLOCK - 1) // _BLOCK):
-        _complex_range(h, starts, b * _BLOCK, min((b + 1) * _BLOCK, total), k, fresh, offset)
+        _complex_range(h, starts, b * _BLOCK, min((b + 1) * _BLOCK, total), k, fresh)

@@ -16,7 +16,7 @@ _BACKEND_BY_TYPE: dict[type, ModuleType] = {}
 
 
 def backend_of(leaf: Any) -> ModuleType:
-    """The backend module (see :mod:`adamupdate._kernels`) for ``leaf``.
+    """The backend module (see :mod:`adamupdate.backends`) for ``leaf``.
 
     Raises
     ------
@@ -34,22 +34,22 @@ def _detect(leaf: Any) -> ModuleType:
     if isinstance(leaf, (bool, np.bool_)):
         raise TypeError(f"expected a floating-point array or number, got bool {leaf!r}")
     if isinstance(leaf, (np.ndarray, np.generic, float, int, complex)):
-        from ._kernels import numpy_backend
+        from .backends import numpy_backend
 
         return numpy_backend
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(leaf, torch.Tensor):
-        from ._kernels import torch_backend
+        from .backends import torch_backend
 
         return torch_backend
     jax = sys.modules.get("jax")
     if jax is not None and isinstance(leaf, (jax.Array, jax.core.Tracer)):
-        from ._kernels import jax_backend
+        from .backends import jax_backend
 
         return jax_backend
     if hasattr(leaf, "__array_namespace__"):
         try:
-            from ._kernels import array_api_backend
+            from .backends import array_api_backend
         except ImportError as error:
             raise TypeError(
                 f"{type(leaf).__name__} arrays need array-api-compat: "

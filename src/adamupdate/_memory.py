@@ -1,0 +1,100 @@
+"""Which buffers overlap: in-place updates need every written buffer to be its own.
+
+``p, m, v`` are written and ``g`` is read, element by element, possibly on several threads: a
+gradient that is also a state, a state used for two parameters, or two slices that overlap
+would make the step read values it has already overwritten. Overlap between gradients is fine
+(they are only read).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Region:
+    """The bytes ``[lo, hi)`` of one leaf of one argument."""
+
+    lo: int
+    hi: int
+    written: bool
+    argument: str
+    index: int
+    leaf: Any
+    backend: Any
+
+
+def overlaps_itself(shape: tuple[int, ...], strides: tuple[int, ...], item: int) -> bool:
+    """Whether two elements of a strided array may share memory (a broadcast view, stride 0).
+
+    Sorted by stride, each dimension must step past everything the smaller ones span; arrays
+    that fail this (rare hand-made ``as_strided`` views) count as overlapping.
+    """
+    extent = item
+    for stride, n in sorted((abs(s), n) for s, n in zip(strides, shape) if n > 1):
+        if stride < extent:
+            return True
+        extent += stride * (n - 1)
+    return False
+
+
+def first_overlap(regions: list[Region]) -> tuple[Region, Region] | None:
+    """The first pair of regions that share memory where at least one is written, else ``None``.
+
+    Sorting by start makes this O(n log n): a region can only overlap the regions still open
+    when it starts. Byte ranges that overlap are confirmed element by element by the backend
+    (two interleaved strided views span the same bytes without sharing an element).
+    """
+    regions = sorted((r for r in regions if r.hi > r.lo), key=lambda r: r.lo)
+    open_: list[Region] = []
+    for region in regions:
+        open_ = [r for r in open_ if r.hi > region.lo]
+        for other in open_:
+            if (region.written or other.written) and _share(region, other):
+                return other, region
+        open_.append(region)
+    return None
+
+
+def _share(a: Region, b: Region) -> bool:
+    if a.leaf is b.leaf:
+        return True
+    return a.backend is b.backend and a.backend.shares_memory(a.leaf, b.leaf)
+
+
+def reads_overlap_writes(
+    addresses: np.ndarray, sizes: np.ndarray, item: int, state_item: int, sq_item: int
+) -> bool:
+    """Whether any gradient (row 1 of a kernel's ``(7, n)`` address table) overlaps a written
+    buffer (rows 4-6: ``p, m, v`` outputs), each contiguous; O(n log n), vectorised.
+
+    Used on every step of a remembered in-place plan, whose written buffers were checked when
+    it was made; only the gradients are new. ``item``/``state_item``/``sq_item`` are the byte
+    sizes of one element of ``p``, ``m`` and ``v``.
+    """
+    n = sizes.shape[0]
+    lo = np.concatenate((addresses[4], addresses[5], addresses[6]))
+    hi = lo + np.concatenate((sizes * item, sizes * state_item, sizes * sq_item))
+    keep = hi > lo
+    lo, hi = lo[keep], hi[keep]
+    order = np.argsort(lo, kind="stable")
+    lo, hi = lo[order], hi[order]
+    g_lo = addresses[1]
+    g_hi = g_lo + sizes * item
+    k = np.searchsorted(lo, g_hi, side="left") - 1
+    if not (n and lo.size):
+        return False
+    hit = (k >= 0) & (hi[np.maximum(k, 0)] > g_lo) & (sizes > 0)
+    return bool(hit.any())
+
+
+def overlap_message(a: Region, b: Region, path: Callable[[str, int], str]) -> str:
+    return (
+        f"{path(a.argument, a.index)} and {path(b.argument, b.index)} share memory, so "
+        "inplace=True would read values it has already overwritten; pass separate buffers "
+        "(copies), or call without inplace"
+    )

@@ -1,0 +1,100 @@
+"""Backends: one thin adapter module per array library, all implementing :class:`Backend`.
+
+:mod:`adamupdate._dispatch` picks the backend of a leaf; :mod:`adamupdate._plan` checks every
+leaf through these functions before anything is written, then hands each group of leaves that
+share backend, device, dtype, state presence and learn-rate factor to the backend's
+:class:`GroupStep`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .._algorithm import StepCoefficients
+
+
+class GroupStep(Protocol):
+    """One group's step, planned once and run as often as its plan is reused.
+
+    The contract that makes a failed call change nothing: everything that can fail (checks,
+    allocations, staging copies, compilation) happens in :meth:`bind`; :meth:`run` only
+    computes and writes, and cannot raise.
+    """
+
+    def bind(self, params: list, grads: list, avg_grads: list, avg_sq_grads: list, *,
+             checked: bool) -> bool:
+        """Take this call's leaves and prepare :meth:`run`; write nothing.
+
+        ``checked``: the plan has just checked every leaf. Otherwise this is a remembered plan:
+        ``params`` and the states are the objects the last call returned or updated, the
+        gradients are new — return ``False`` if anything no longer fits (a gradient of another
+        form, a buffer swapped under the same object) and the plan is made again from scratch,
+        with every check and a message that names what is wrong.
+        """
+        ...
+
+    def run(self, c: StepCoefficients) -> None:
+        """Compute the step and write the outputs; never raises."""
+        ...
+
+    def outputs(self) -> tuple[list, list, list]:
+        """The new parameters and averages of the last :meth:`run`, in the group's order."""
+        ...
+
+
+class Backend(Protocol):
+    """What a backend module provides (module-level names)."""
+
+    NAME: str
+
+    def describe(self, x: Any) -> tuple[Any, Any, tuple[int, ...]]:
+        """``(device, dtype, shape)`` of a leaf: what grouping and structure checks compare."""
+        ...
+
+    def check_leaf(self, x: Any) -> str | None:
+        """``None`` when the library can update ``x`` (dtype, layout, ...), else the reason."""
+        ...
+
+    def state_dtypes(
+        self, param_dtype: Any, state_dtype: Any = None, like: Any = None
+    ) -> tuple[Any, Any]:
+        """dtypes of the two averages: float32 for half-precision parameters, the parameter's
+        otherwise, ``state_dtype`` when given; the squared average of complex is real.
+        ``like`` is the parameter itself (a library may need it to find its namespace).
+        Raises ``TypeError`` for a ``state_dtype`` that cannot hold an average."""
+        ...
+
+    def is_writeable(self, x: Any) -> bool:
+        """Whether ``inplace=True`` can write into ``x``."""
+        ...
+
+    def memory(self, x: Any) -> tuple[int, int] | None:
+        """Byte range ``[lo, hi)`` that ``x``'s elements span, or ``None`` when the library
+        gives no address (JAX: buffers are donated, never aliased)."""
+        ...
+
+    def internal_overlap(self, x: Any) -> bool:
+        """Whether two elements of ``x`` may share memory (an expanded tensor)."""
+        ...
+
+    def shares_memory(self, a: Any, b: Any) -> bool:
+        """Whether ``a`` and ``b``, whose byte ranges overlap, really share an element."""
+        ...
+
+    def finish(self, original: Any, updated: Any) -> Any:
+        """Give a new parameter the outer form of the one it replaces (a Python float stays a
+        float, a tensor keeps ``requires_grad``)."""
+        ...
+
+    def finish_state(self, grad: Any, updated: Any) -> Any:
+        """Give an average the outer form of its gradient."""
+        ...
+
+    def zero_state(self, dtype: Any, like: Any) -> Any:
+        """MATLAB's scalar 0 state (0-d) for a frozen parameter."""
+        ...
+
+    def group(self, dtype: Any, state_dtypes: tuple[Any, Any], *, fresh: bool, inplace: bool,
+              params: list) -> GroupStep:
+        """A :class:`GroupStep` for parameters like ``params`` (checked, of one dtype)."""
+        ...

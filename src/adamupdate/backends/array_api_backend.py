@@ -1,0 +1,144 @@
+"""Any other Array-API array (CuPy, ``array_api_strict``, ...), through standard functions only.
+
+The step is :func:`adamupdate._algorithm.reference_step` with the array's own namespace, found by
+``array_api_compat.array_namespace``; half precision is computed in float32. ``inplace=True``
+writes the results back with ``x[...] = y`` once every leaf of the group has been computed. The
+standard has no way to build a complex number from its parts, so a complex gradient holding an
+infinity can give NaN in a part where MATLAB's componentwise product does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+
+from .._algorithm import StepCoefficients, reference_step
+
+NAME = "array-api"
+
+
+def _namespace(x: Any) -> Any:
+    return array_api_compat.array_namespace(x)
+
+
+def describe(x: Any) -> tuple[Any, Any, tuple[int, ...]]:
+    return array_api_compat.device(x), x.dtype, tuple(x.shape)
+
+
+def check_leaf(x: Any) -> str | None:
+    xp = _namespace(x)
+    if xp.isdtype(x.dtype, ("real floating", "complex floating")):
+        return None
+    return f"dtype {x.dtype} is not floating point or complex"
+
+
+def _real(xp: Any, dtype: Any) -> Any:
+    return (
+        xp.real(xp.zeros((), dtype=dtype)).dtype if xp.isdtype(dtype, "complex floating") else dtype
+    )
+
+
+def _half(xp: Any, dtype: Any) -> bool:
+    return hasattr(xp, "float16") and dtype == xp.float16
+
+
+def state_dtypes(param_dtype: Any, state_dtype: Any = None, like: Any = None) -> tuple[Any, Any]:
+    xp = _namespace(like)
+    if state_dtype is None:
+        avg = xp.float32 if _half(xp, param_dtype) else param_dtype
+    else:
+        avg = getattr(xp, state_dtype, None) if isinstance(state_dtype, str) else state_dtype
+        try:
+            ok = xp.isdtype(avg, ("real floating", "complex floating"))
+        except (TypeError, ValueError, AttributeError):
+            ok = False
+        if not ok:
+            raise TypeError(f"{state_dtype!r} cannot hold an average (a floating dtype)")
+        if xp.isdtype(avg, "complex floating") and not xp.isdtype(param_dtype, "complex floating"):
+            raise TypeError(f"complex {avg} averages for real {param_dtype} parameters")
+    return avg, _real(xp, avg)
+
+
+def is_writeable(x: Any) -> bool:
+    return True
+
+
+def memory(x: Any) -> None:
+    return None
+
+
+def internal_overlap(x: Any) -> bool:
+    return False
+
+
+def shares_memory(a: Any, b: Any) -> bool:
+    return False
+
+
+def zero_state(dtype: Any, like: Any) -> Any:
+    xp = _namespace(like)
+    return xp.zeros((), dtype=dtype, device=array_api_compat.device(like))
+
+
+def finish(original: Any, updated: Any) -> Any:
+    return updated
+
+
+finish_state = finish
+
+
+def group(dtype, state_dtypes, *, fresh: bool, inplace: bool, params: list) -> Group:
+    return Group(state_dtypes, fresh=fresh, inplace=inplace)
+
+
+class Group:
+    """A group of Array-API arrays (see :class:`adamupdate.backends.GroupStep`)."""
+
+    def __init__(self, state_dtypes: tuple[Any, Any], *, fresh: bool, inplace: bool) -> None:
+        self.m_dtype = state_dtypes[0]
+        self.fresh, self.inplace = fresh, inplace
+        self._leaves: tuple = ()
+        self._outputs: tuple[list, list, list] = ([], [], [])
+
+    def bind(self, params, grads, avg_grads, avg_sq_grads, *, checked: bool) -> bool:
+        if not checked and any(
+            describe(g) != describe(p) for g, p in zip(grads, params)
+        ):
+            return False
+        self._leaves = (params, grads, avg_grads, avg_sq_grads)
+        return True
+
+    def run(self, c: StepCoefficients) -> None:
+        params, grads, avg_grads, avg_sq_grads = self._leaves
+        xp = _namespace(params[0])
+        compute = xp.float32 if _half(xp, params[0].dtype) else params[0].dtype
+        real_compute = _real(xp, compute)
+        outputs: tuple[list, list, list] = ([], [], [])
+        for p, g, m, v in zip(params, grads, avg_grads, avg_sq_grads):
+            if self.fresh:
+                m = v = None
+            new = reference_step(
+                xp,
+                xp.astype(p, compute),
+                xp.astype(g, compute),
+                None if m is None else xp.astype(m, compute),
+                None if v is None else xp.astype(v, real_compute),
+                c,
+            )
+            dtypes = (p.dtype, self.m_dtype, _real(xp, self.m_dtype))
+            for out, value, dtype in zip(outputs, new, dtypes):
+                out.append(xp.astype(xp.broadcast_to(value, p.shape), dtype))
+        if self.inplace:  # every leaf computed: now write them back
+            for column, targets in zip(outputs, (params, avg_grads, avg_sq_grads)):
+                for j, target in enumerate(targets):
+                    if not self.fresh or column is outputs[0]:
+                        if tuple(target.shape) == tuple(column[j].shape):
+                            target[...] = column[j]
+                            column[j] = target
+        self._outputs = outputs
+        self._leaves = ()
+        self.fresh = False
+
+    def outputs(self) -> tuple[list, list, list]:
+        return self._outputs

@@ -1,0 +1,463 @@
+"""PyTorch tensors (CPU and CUDA), ``nn.Parameter`` and tensor subclasses such as DTensor.
+
+Three routes, chosen per group when it is planned (:func:`_route`):
+
+- ``numba``: plain CPU tensors take the numba kernel of :mod:`adamupdate.kernels.numba_adam`
+  (the ``fast`` extra), walking each tensor's memory from its ``data_ptr()``: MATLAB's
+  operations in MATLAB's order, bitwise equal to the NumPy route, complex included, one
+  parallel call for the whole group. A remembered step rechecks each gradient's form and every
+  buffer's address in Python (~0.5 µs a tensor) before anything is written.
+- ``fused``: real CUDA groups and tensor subclasses (an FSDP2 DTensor reports its global shape,
+  not what its ``data_ptr()`` holds, and dispatches to its local shard) take PyTorch's fused
+  Adam kernel (``torch._fused_adam_``), which computes MATLAB's step when given
+  ε_torch = ε/√(1−β2^t): its denominator √v̂ + ε_torch = (√v + ε)/√(1−β2^t). Its rounding
+  differs from MATLAB's order by a few ulp, and it scales ``g`` before squaring it, so a
+  float32 gradient near 1e20 gives a finite v where MATLAB's order overflows to inf.
+- ``foreach``: the rest (complex off the CPU, half-precision parameters with float32 averages,
+  CPU tensors without numba) in MATLAB's operation order with ``torch._foreach_*`` ops,
+  half precision computed in float32, complex as pairs of reals (``view_as_real``).
+
+Nothing records autograd history (all work runs under ``torch.no_grad()``); in-place writes bump
+the tensors' version counters as in-place operations do, so a graph that saved a parameter
+refuses a stale ``backward()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._algorithm import StepCoefficients, torch_equivalent_epsilon
+from .._memory import overlaps_itself, reads_overlap_writes
+
+NAME = "torch"
+
+_HALF = (torch.float16, torch.bfloat16)
+_SUPPORTED = (*_HALF, torch.float32, torch.float64, torch.complex64, torch.complex128)
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+_NUMPY_DTYPES = {
+    torch.float32: np.dtype(np.float32),
+    torch.float64: np.dtype(np.float64),
+    torch.complex64: np.dtype(np.complex64),
+    torch.complex128: np.dtype(np.complex128),
+}
+
+
+def describe(x: torch.Tensor) -> tuple[torch.device, torch.dtype, tuple[int, ...]]:
+    return x.device, x.dtype, tuple(x.shape)
+
+
+def check_leaf(x: torch.Tensor) -> str | None:
+    if x.layout != torch.strided:
+        return (
+            f"is a {str(x.layout).removeprefix('torch.')} tensor; adamupdate updates dense "
+            "tensors (a sparse gradient: .to_dense(), or nn.Embedding(sparse=False))"
+        )
+    if x.is_nested:
+        return "is a nested tensor; pass its components as separate leaves"
+    if x.is_quantized:
+        return "is a quantized tensor; adamupdate updates floating-point tensors"
+    if x.device.type == "meta":
+        return "is a meta tensor (it has no data); materialise it first"
+    if x.dtype not in _SUPPORTED:
+        return (
+            f"dtype {x.dtype} is not supported "
+            "(float16, bfloat16, float32, float64, complex64 or complex128)"
+        )
+    if type(x) in _PLAIN and x.device.type == "cpu" and x.numel():
+        needed = x.storage_offset() + 1 + sum((n - 1) * s for n, s in zip(x.shape, x.stride()))
+        if x.untyped_storage().nbytes() < needed * x.element_size():
+            return "its storage holds fewer elements than its shape needs (freed or resized)"
+    return None
+
+
+def resolve_dtype(dtype: Any) -> torch.dtype:
+    """Accept ``torch.float32``, ``"float32"`` or ``numpy.float32`` alike."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = getattr(dtype, "__name__", None) or str(dtype)
+    resolved = getattr(torch, name.rsplit(".", 1)[-1], None)
+    if not isinstance(resolved, torch.dtype):
+        raise TypeError(f"{dtype!r} is not a torch dtype")
+    return resolved
+
+
+def state_dtypes(param_dtype: torch.dtype, state_dtype: Any = None, like: Any = None) -> tuple[Any, Any]:
+    if state_dtype is None:
+        avg = torch.float32 if param_dtype in _HALF else param_dtype
+    else:
+        avg = resolve_dtype(state_dtype)
+        if avg not in _SUPPORTED:
+            raise TypeError(f"{avg} cannot hold an average (a floating or complex dtype)")
+        if avg.is_complex and not param_dtype.is_complex:
+            raise TypeError(f"complex {avg} averages for real {param_dtype} parameters")
+    if param_dtype.is_complex and not avg.is_complex:
+        avg = avg.to_complex()
+    return avg, avg.to_real()
+
+
+def is_writeable(x: torch.Tensor) -> bool:
+    return not x.is_inference() or torch.is_inference_mode_enabled()
+
+
+def memory(x: torch.Tensor) -> tuple[int, int] | None:
+    if type(x) not in _PLAIN or not x.numel():
+        return None
+    lo = x.data_ptr()
+    extent = 1 + sum((n - 1) * s for n, s in zip(x.shape, x.stride()))
+    return lo, lo + extent * x.element_size()
+
+
+def internal_overlap(x: torch.Tensor) -> bool:
+    if type(x) not in _PLAIN or x.numel() < 2:
+        return False
+    return overlaps_itself(tuple(x.shape), x.stride(), 1)  # strides in elements
+
+
+def shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if _is_dense(a) and _is_dense(b):
+        return True  # a dense tensor covers every byte of its range
+    try:
+        return bool(np.shares_memory(a.detach().numpy(), b.detach().numpy()))
+    except (TypeError, RuntimeError):  # off the CPU, bfloat16, lazy views: cannot tell
+        return True
+
+
+def zero_state(dtype: torch.dtype, like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros((), dtype=dtype, device=like.device)
+
+
+def finish(original: torch.Tensor, updated: torch.Tensor) -> torch.Tensor:
+    """A new parameter keeps its ``requires_grad`` (and stays an ``nn.Parameter``)."""
+    if updated is original:
+        return updated
+    if isinstance(original, torch.nn.Parameter):
+        return torch.nn.Parameter(updated, requires_grad=original.requires_grad)
+    if original.requires_grad:
+        updated.requires_grad_(True)
+    return updated
+
+
+def finish_state(grad: torch.Tensor, updated: torch.Tensor) -> torch.Tensor:
+    return updated
+
+
+def group(
+    dtype: torch.dtype,
+    state_dtypes: tuple[torch.dtype, torch.dtype],
+    *,
+    fresh: bool,
+    inplace: bool,
+    params: list[torch.Tensor],
+    route: str | None = None,
+) -> Group:
+    return Group(dtype, state_dtypes, fresh=fresh, inplace=inplace, params=params, route=route)
+
+
+def _route(param: torch.Tensor, m_dtype: torch.dtype) -> str:
+    """The fastest route that computes this group's step (see the module docstring)."""
+    plain = type(param) in _PLAIN
+    if plain and param.device.type == "cpu" and param.dtype in _NUMPY_DTYPES:
+        if m_dtype == param.dtype and _numba() is not None:
+            return "numba"
+    if not param.dtype.is_complex and m_dtype == param.dtype:
+        if param.device.type == "cuda" or (not plain and param.device.type in ("cpu", "cuda")):
+            return "fused"
+    return "foreach"
+
+
+def _numba() -> Any:
+    from .numpy_backend import _fast_kernel
+
+    return _fast_kernel()
+
+
+class Group:
+    """A group of tensors sharing device and dtype (see :class:`adamupdate.backends.GroupStep`).
+
+    ``route`` forces ``"numba"``, ``"fused"`` or ``"foreach"`` (tests compare them).
+    """
+
+    def __init__(
+        self,
+        dtype: torch.dtype,
+        state_dtypes: tuple[torch.dtype, torch.dtype],
+        *,
+        fresh: bool,
+        inplace: bool,
+        params: list[torch.Tensor],
+        route: str | None = None,
+    ) -> None:
+        self.dtype = dtype
+        self.m_dtype, self.v_dtype = state_dtypes
+        self.fresh, self.inplace = fresh, inplace
+        self.route = route or _route(params[0], self.m_dtype)
+        if self.route == "numba" and (_numba() is None or dtype not in _NUMPY_DTYPES):
+            raise ValueError(f"the numba kernel cannot update {dtype} {params[0].device} tensors")
+        if self.route == "fused" and (dtype.is_complex or self.m_dtype != dtype):
+            raise ValueError(f"PyTorch's fused Adam cannot update {dtype} parameters here")
+        self._outputs: tuple[list, list, list] = ([], [], [])
+        self._work: tuple[list, list, list, list] = ([], [], [], [])
+        self._write_back: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._table: tuple[np.ndarray, np.ndarray] | None = None
+        self._written: list[torch.Tensor] = []
+        self._grad_forms: list[tuple] = []
+        self._addresses: list[int] = []
+        self._step: torch.Tensor | None = None
+        self._sizes = np.empty(0, np.intp)
+        self._keep: tuple = ()  # staged copies and gradients, alive until run()
+
+    # -- binding ---------------------------------------------------------------------------
+
+    def bind(self, params, grads, avg_grads, avg_sq_grads, *, checked: bool) -> bool:
+        if not checked:
+            if self._forms(grads) != self._grad_forms:
+                return False
+            if self.route == "numba":
+                return self._rebind(params, grads, avg_grads, avg_sq_grads)
+        self._bind(params, grads, avg_grads, avg_sq_grads)
+        return True
+
+    def _forms(self, tensors: list[torch.Tensor]) -> list[tuple]:
+        """What a gradient must keep for a remembered plan: its parameter's form and layout."""
+        try:
+            return [
+                (type(t), t.layout, t.dtype, t.device, t.shape, t.stride(), t.is_conj(),
+                 t.is_neg())
+                for t in tensors
+            ]
+        except (RuntimeError, AttributeError):  # a sparse tensor has no strides; not a tensor
+            return []
+
+    def _bind(self, params, grads, avg_grads, avg_sq_grads) -> None:
+        """Every leaf checked by the plan: lay them out for the route, make the outputs."""
+        self._write_back = []
+        with torch.no_grad():
+            work_p = [_dense(p.detach()) for p in params]
+            work_g = [_like(g.detach(), p) for g, p in zip(grads, work_p)]
+            if self.fresh:
+                work_m = work_v = None
+            else:
+                work_m = [_like(_full(m.detach(), p), p) for m, p in zip(avg_grads, work_p)]
+                work_v = [_like(_full(v.detach(), p), p) for v, p in zip(avg_sq_grads, work_p)]
+            outputs = self._make_outputs(params, avg_grads, avg_sq_grads, work_p)
+            if self.route == "numba":
+                self._bind_numba(work_p, work_g, work_m, work_v, outputs)
+            else:
+                self._bind_in_place_kernel(work_p, work_g, work_m, work_v, outputs)
+        self._outputs = outputs
+        self._grad_forms = self._forms(grads)
+
+    def _make_outputs(self, params, avg_grads, avg_sq_grads, work_p) -> tuple[list, list, list]:
+        """The caller's own buffers in place (full-size ones), new ones otherwise."""
+        n = len(params)
+        ps = list(params) if self.inplace else [torch.empty_like(p) for p in work_p]
+        ms: list[Any] = [None] * n
+        vs: list[Any] = [None] * n
+        for i, p in enumerate(work_p):
+            if self.inplace and not self.fresh and avg_grads[i].shape == p.shape:
+                ms[i] = avg_grads[i]
+            else:
+                ms[i] = torch.empty_like(p, dtype=self.m_dtype)
+            if self.inplace and not self.fresh and avg_sq_grads[i].shape == p.shape:
+                vs[i] = avg_sq_grads[i]
+            else:
+                vs[i] = torch.empty_like(p, dtype=self.v_dtype)
+        return ps, ms, vs
+
+    def _staged(self, targets: list[torch.Tensor], like: list[torch.Tensor]) -> list:
+        """Targets the kernel can write directly, or temporaries copied back after the step."""
+        out = []
+        for target, p in zip(targets, like):
+            if target.stride() == p.stride() and not _is_lazy(target):
+                out.append(target)
+            else:
+                temp = torch.empty_like(p, dtype=target.dtype)
+                self._write_back.append((target, temp))
+                out.append(temp)
+        return out
+
+    def _bind_numba(self, work_p, work_g, work_m, work_v, outputs) -> None:
+        ps, ms, vs = (self._staged(column, work_p) for column in outputs)
+        if self.inplace:  # an in-place parameter is its own input when not staged
+            work_p = [t if t is p else w for t, p, w in zip(ps, outputs[0], work_p)]
+        states = (work_p, work_g) if self.fresh else (work_m, work_v)
+        rows = (work_p, work_g, *states, ps, ms, vs)
+        addresses = np.array([[t.data_ptr() for t in row] for row in rows], np.intp)
+        sizes = np.array([t.numel() for t in work_p], np.intp)
+        self._table, self._sizes = (addresses.reshape(7, len(work_p)), sizes), sizes
+        self._written = [t for column in outputs for t in column] if self.inplace else []
+        self._keep = rows
+        self._addresses = self._remembered_addresses(outputs)
+
+    def _remembered_addresses(self, outputs) -> list[int]:
+        """Where the buffers a remembered step will be handed live now."""
+        return [t.data_ptr() for column in outputs for t in column]
+
+    def _rebind(self, params, grads, avg_grads, avg_sq_grads) -> bool:
+        """A remembered numba step: the same buffers (unless swapped under the same objects,
+        which changes their addresses) and gradients of the planned form."""
+        columns = (params, avg_grads, avg_sq_grads)
+        addresses = [t.data_ptr() for column in columns for t in column]
+        if addresses != self._addresses or self._write_back:
+            return False
+        n = len(params)
+        grad_addresses = [g.data_ptr() for g in grads]
+        table = np.empty((7, n), np.intp)
+        planned = np.array(addresses, np.intp).reshape(3, n)
+        table[0] = table[4] = planned[0]
+        table[1] = grad_addresses
+        if self.inplace:
+            table[2] = table[5] = planned[1]
+            table[3] = table[6] = planned[2]
+            outputs = (list(params), list(avg_grads), list(avg_sq_grads))
+        else:
+            outputs = (
+                [torch.empty_like(p) for p in params],
+                [torch.empty_like(m) for m in avg_grads],
+                [torch.empty_like(v) for v in avg_sq_grads],
+            )
+            table[2], table[3] = planned[1], planned[2]
+            table[4] = [t.data_ptr() for t in outputs[0]]
+            table[5] = [t.data_ptr() for t in outputs[1]]
+            table[6] = [t.data_ptr() for t in outputs[2]]
+        sizes = self._sizes
+        items = (self.dtype.itemsize, self.m_dtype.itemsize, self.v_dtype.itemsize)
+        if self.inplace and reads_overlap_writes(table, sizes, *items):
+            return False
+        self._table, self._sizes = (table, sizes), sizes
+        self._outputs = outputs
+        self._written = [t for column in outputs for t in column] if self.inplace else []
+        self._keep = (grads, outputs)
+        if not self.inplace:
+            self._addresses = self._remembered_addresses(outputs)
+        return True
+
+    def _bind_in_place_kernel(self, work_p, work_g, work_m, work_v, outputs) -> None:
+        """``fused`` and ``foreach`` update their buffers in place: give them the outputs,
+        holding the inputs' values."""
+        ps, ms, vs = (self._staged(column, work_p) for column in outputs)
+        for targets, sources in ((ps, work_p), (ms, work_m), (vs, work_v)):
+            for target, source in zip(targets, sources or [None] * len(targets)):
+                if source is None:
+                    target.zero_()
+                elif target is not source:
+                    target.copy_(source)
+        self._work = (ps, work_g, ms, vs)
+        if self.route == "fused":
+            self._step = torch.zeros((), dtype=torch.float32, device=work_p[0].device)
+        self._written = [t for column in outputs for t in column] if self.inplace else []
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self, c: StepCoefficients) -> None:
+        with torch.no_grad():
+            if self.route == "numba":
+                from ..kernels import numba_adam
+
+                addresses, sizes = self._table
+                numba_adam.run(addresses, sizes, _NUMPY_DTYPES[self.dtype], self.fresh, c)
+                self._keep = ()
+            elif self.route == "fused":
+                self._step.fill_(float(c.iteration))
+                _fused_step(*self._work, self._step, c)
+            else:
+                _foreach_step(*self._work, c)
+            for target, temp in self._write_back:
+                target.copy_(temp)
+            if self.route == "numba" and self._written:
+                # Written behind autograd's back: bump the version counters as an in-place op
+                # would, so a graph that saved these tensors refuses a stale backward().
+                torch.autograd.graph.increment_version(self._written)
+        self._work = ([], [], [], [])
+        self.fresh = False  # the outputs are full averages: a remembered plan passes them back
+
+    def outputs(self) -> tuple[list, list, list]:
+        return self._outputs
+
+
+def _is_dense(t: torch.Tensor) -> bool:
+    return t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _is_lazy(t: torch.Tensor) -> bool:
+    """A conjugate or negative *view*: its memory holds the unconjugated/unnegated values."""
+    return t.is_conj() or t.is_neg()
+
+
+def _dense(p: torch.Tensor) -> torch.Tensor:
+    """The parameter itself when the kernels can walk it, else a contiguous copy."""
+    if _is_dense(p) and not _is_lazy(p):
+        return p
+    return p.resolve_conj().resolve_neg().contiguous()
+
+
+def _like(t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``t`` in ``p``'s memory layout: the kernels pair elements by their place in memory."""
+    if t.stride() == p.stride() and not _is_lazy(t):
+        return t
+    return torch.empty_like(p, dtype=t.dtype).copy_(t)
+
+
+def _full(state: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """MATLAB's scalar-0 average of a frozen parameter, broadcast to the parameter's shape."""
+    return state if state.shape == p.shape else state.expand(p.shape).clone()
+
+
+def _fused_step(params, grads, avg_grads, avg_sq_grads, step: torch.Tensor, c) -> None:
+    torch._fused_adam_(
+        params,
+        grads,
+        avg_grads,
+        avg_sq_grads,
+        [],
+        [step] * len(params),  # read, not incremented, by the kernel
+        amsgrad=False,
+        lr=c.learn_rate,
+        beta1=c.grad_decay,
+        beta2=c.sq_grad_decay,
+        weight_decay=0.0,
+        eps=torch_equivalent_epsilon(c.epsilon, c.sq_grad_decay, c.iteration),
+        maximize=False,
+        grad_scale=None,
+        found_inf=None,
+    )
+
+
+def _foreach_step(params, grads, avg_grads, avg_sq_grads, c: StepCoefficients) -> None:
+    """MATLAB's operations in MATLAB's order; half precision in float32, complex as real
+    pairs (a real scalar times a complex number scales both parts)."""
+    compute = torch.float32 if params[0].dtype in _HALF else params[0].dtype
+    p = [t.to(compute) for t in params]
+    g = [t.to(compute) for t in grads]
+    m = [t.to(compute) for t in avg_grads]
+    v = [t.to(compute.to_real()) for t in avg_sq_grads]
+    if compute.is_complex:
+        p, g, m = ([torch.view_as_real(t) for t in column] for column in (p, g, m))
+        squared = [t.square().sum(-1, keepdim=True) for t in g]
+        v_view = [t.unsqueeze(-1) for t in v]
+    else:
+        squared = torch._foreach_mul(g, g)
+        v_view = v
+    torch._foreach_mul_(squared, c.one_minus_sq_grad_decay)
+    torch._foreach_mul_(v_view, c.sq_grad_decay)
+    torch._foreach_add_(v_view, squared)
+    scaled_grad = torch._foreach_mul(g, c.one_minus_grad_decay)
+    torch._foreach_mul_(m, c.grad_decay)
+    torch._foreach_add_(m, scaled_grad)
+    denom = torch._foreach_sqrt(v_view)
+    torch._foreach_add_(denom, c.epsilon)
+    update = torch._foreach_mul(m, c.step_size)
+    if compute.is_complex:
+        update = [u / d for u, d in zip(update, denom)]
+    else:
+        torch._foreach_div_(update, denom)
+    torch._foreach_sub_(p, update)
+    if compute.is_complex:
+        p, m = ([torch.view_as_complex(t) for t in column] for column in (p, m))
+    for targets, results in ((params, p), (avg_grads, m), (avg_sq_grads, v)):
+        for target, result in zip(targets, results):
+            if result is not target and result.data_ptr() != target.data_ptr():
+                target.copy_(result)

@@ -1,0 +1,1 @@
+"""Compiled kernels: the fused memory walk of an update rule (numba, the ``fast`` extra)."""
