@@ -7,7 +7,9 @@ measured separately (see the README).
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +33,15 @@ def _run(capsys, *args: str) -> tuple[int, str, str]:
 
 def _checkpoint(directory: Path) -> dict:
     return torch.load(directory / "checkpoint.pt", map_location="cpu", weights_only=True)
+
+
+def _files(directory: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``directory`` with its bytes and modification time."""
+    return {
+        str(path.relative_to(directory)): (path.read_bytes(), path.stat().st_mtime_ns)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -110,16 +121,186 @@ def test_stop_mid_epoch_then_resume_matches_a_straight_run(tmp_path, capsys, mon
     assert code == 0, err
     assert "stopped by user at iteration 6 (epoch 2)" in stdout
     monkeypatch.undo()
-    code, stdout, err = _run(capsys, "--resume", str(tmp_path / "stopped"), "--quiet")
-    assert code == 0, err
+
+    # Epoch 1 is complete, epoch 2 is not: asking for 1 epoch finds nothing to do.
+    before = _files(tmp_path / "stopped")
+    code, stdout, err = _run(capsys, "--resume", str(tmp_path / "stopped"), "--epochs", "1")
+    assert (code, err) == (0, "")
+    assert stdout == (
+        f"adamupdate demo: run in {tmp_path / 'stopped'} already finished 1 of 3 epochs; "
+        "nothing to do — pass --epochs N with N > 1 to continue\n"
+    )
+    assert _files(tmp_path / "stopped") == before
+
+    config = train_digits.make_config(resume=str(tmp_path / "stopped"), quiet=True)
+    result = train_digits.train(config)
 
     a, b = _checkpoint(tmp_path / "straight"), _checkpoint(tmp_path / "stopped")
     assert (b["iteration"], b["epoch"]) == (12, 3)
+    # Test accuracy by epoch, across the stop: the straight run's values at iterations 4, 8, 12.
+    assert result.epoch_accuracy == [(x // 4, v) for x, v in a["history"]["TestAccuracy"]]
     for name, tensor in a["net"].items():
         assert torch.equal(tensor, b["net"][name]), name
     for state in ("avg_grad", "avg_sq_grad"):
         for name, tensor in a[state].items():
             assert torch.equal(tensor, b[state][name]), (state, name)
+
+
+def test_stop_before_the_first_step_then_resume(tmp_path, capsys, monkeypatch):
+    from adamupdate.examples import train_digits
+
+    class StopAtOnce(train_digits.TrainingProgressMonitor):
+        def __enter__(self):
+            super().__enter__()
+            self.request_stop()  # Ctrl-C before the loop's first step
+            return self
+
+    monkeypatch.setattr(train_digits, "TrainingProgressMonitor", StopAtOnce)
+    code, stdout, err = _run(capsys, "--limit", "512", "--epochs", "1", "--output", str(tmp_path))
+    assert code == 0, err
+    assert "stopped by user at iteration 0" in stdout and "nan" not in stdout
+    assert _checkpoint(tmp_path)["iteration"] == 0
+    monkeypatch.undo()
+    code, _, err = _run(capsys, "--resume", str(tmp_path), "--quiet")
+    assert code == 0, err
+    assert _checkpoint(tmp_path)["iteration"] == 4
+
+
+@pytest.mark.parametrize("epochs", [None, "2", "1"])
+def test_resume_of_a_finished_run_changes_nothing(straight, tmp_path, capsys, epochs):
+    run = tmp_path / "run"
+    shutil.copytree(straight[1], run)  # keeps the mtimes
+    before = _files(run)
+    code, stdout, err = _run(
+        capsys, "--resume", str(run), *(["--epochs", epochs] if epochs else [])
+    )
+    assert (code, err) == (0, "")
+    assert stdout == (
+        f"adamupdate demo: run in {run} already finished 2 of 2 epochs; nothing to do — "
+        "pass --epochs N with N > 2 to continue\n"
+    )
+    assert _files(run) == before
+
+
+def _drop(mapping: dict, key: str) -> dict:
+    return {k: v for k, v in mapping.items() if k != key}
+
+
+def _with(mapping: dict, key: str, value) -> dict:
+    return {**mapping, key: value}
+
+
+def _in(field: str, key: str, value):
+    """Alter one entry of a nested field: ``config['limit']``, ``net['fc.weight']``, …"""
+    return lambda c: _with(c, field, _with(c[field], key, value(c[field].get(key))))
+
+
+# (what is damaged, how, words the message must contain); the run is 2 epochs of 8 mini-batches.
+DAMAGES = [
+    ("not a dict", lambda c: [c], "not a checkpoint of this example"),
+    ("format", lambda c: _with(c, "format", 2), "not a checkpoint of this example"),
+    ("missing key", lambda c: _drop(c, "order"), "the checkpoint lacks ['order']"),
+    ("extra key", lambda c: _with(c, "note", "hi"), "the checkpoint has unexpected ['note']"),
+    ("config missing", lambda c: _with(c, "config", _drop(c["config"], "limit")),
+     "config lacks ['limit']"),
+    ("config extra", _in("config", "device", lambda _: "cpu"), "config has unexpected ['device']"),
+    ("config type", lambda c: _with(c, "config", None), "config must be a dict, got None"),
+    ("batch_size str", _in("config", "batch_size", str), "config['batch_size'] must be a positive"),
+    ("epochs 0", _in("config", "epochs", lambda _: 0), "config['epochs'] must be a positive"),
+    ("limit bool", _in("config", "limit", lambda _: True), "config['limit'] must be a positive"),
+    ("limit negative", _in("config", "limit", lambda _: -3), "config['limit'] must be a positive"),
+    ("data", _in("config", "data", lambda _: 7), "config['data'] must be a path or None, got 7"),
+    ("seed", _in("config", "seed", lambda _: 0.5), "config['seed'] must be an integer, got 0.5"),
+    ("learn_rate nan", _in("config", "learn_rate", lambda _: math.nan), "config['learn_rate']"),
+    ("learn_rate str", _in("config", "learn_rate", str), "config['learn_rate']"),
+    ("iteration str", lambda c: _with(c, "iteration", "16"), "iteration must be an integer >= 0"),
+    ("iteration float", lambda c: _with(c, "iteration", 16.0), "iteration must be an integer"),
+    ("iteration < 0", lambda c: _with(c, "iteration", -1), "iteration must be an integer >= 0"),
+    ("epoch bool", lambda c: _with(c, "epoch", True), "epoch must be an integer >= 0, got True"),
+    ("batch < 0", lambda c: _with(c, "batch", -8), "batch must be an integer >= 0, got -8"),
+    ("epoch 0", lambda c: _with(c, "epoch", 0), "epoch 0, batch 8 do not fit together"),
+    ("epoch too big", lambda c: _with(c, "epoch", 3), "epoch must be at most config['epochs']"),
+    ("batch too big", lambda c: _with(c, "batch", 9), "batch 9 do not fit 8 mini-batches"),
+    ("order short", lambda c: _with(c, "order", c["order"][:-1]), "order must be a permutation"),
+    ("order long", lambda c: _with(c, "order", torch.cat([c["order"], c["order"][:1]])),
+     "order must be a permutation"),
+    ("order out of range", lambda c: _with(c, "order", c["order"] + 1), "order must be a permut"),
+    ("order float", lambda c: _with(c, "order", c["order"].double()), "order must be a 1-D int64"),
+    ("order list", lambda c: _with(c, "order", c["order"].tolist()), "order must be a 1-D int64"),
+    ("order None", lambda c: _with(c, "order", None), "order must be a 1-D int64 tensor, got None"),
+    ("history list", lambda c: _with(c, "history", []), "history must be a dict, got []"),
+    ("history missing", lambda c: _with(c, "history", _drop(c["history"], "Loss")),
+     "history lacks ['Loss']"),
+    ("history short", _in("history", "Loss", lambda h: h[:-1]),
+     "history['Loss'] must hold one point for each iteration 1..16, has 15"),
+    ("history triple", _in("history", "Loss", lambda h: [(*h[0], 0), *h[1:]]),
+     "history['Loss'][0] must be an (iteration in 0..16, number) pair"),
+    ("history tensor", _in("history", "TestAccuracy", lambda h: torch.tensor(h)),
+     "history['TestAccuracy'] must be a list"),
+    ("net missing", lambda c: _with(c, "net", _drop(c["net"], "mean")), "net lacks ['mean']"),
+    ("net extra", _in("net", "fc.scale", lambda _: torch.ones(1)),
+     "net has unexpected ['fc.scale']"),
+    ("net shape", _in("net", "fc.weight", lambda w: w[:, :-1]),
+     "net['fc.weight'] must be a torch.float32 tensor of shape (10, 11520), got a torch.float32 "
+     "tensor of shape (10, 11519)"),
+    ("net dtype", _in("net", "conv_1.bias", lambda b: b.double()),
+     "net['conv_1.bias'] must be a torch.float32 tensor"),
+    ("net type", _in("net", "conv_1.bias", lambda b: b.tolist()), "net['conv_1.bias'] must be"),
+    ("net list", lambda c: _with(c, "net", list(c["net"].values())), "net must be a state dict"),
+    ("avg missing", lambda c: _with(c, "avg_grad", _drop(c["avg_grad"], "fc.bias")),
+     "avg_grad lacks ['fc.bias']"),
+    ("avg extra", _in("avg_sq_grad", "fc.scale", lambda _: torch.ones(1)),
+     "avg_sq_grad has unexpected ['fc.scale']"),
+    ("avg shape", _in("avg_sq_grad", "conv_2.weight", lambda v: v[:1]),
+     "avg_sq_grad['conv_2.weight'] must be a torch.float32 tensor of shape (20, 20, 3, 3)"),
+    ("avg dtype", _in("avg_grad", "fc.bias", lambda m: m.double()),
+     "avg_grad['fc.bias'] must be a torch.float32 tensor"),
+    ("avg int", _in("avg_grad", "fc.bias", lambda m: m.int()),
+     "avg_grad['fc.bias'] must be a floating-point tensor"),
+    ("avg list", _in("avg_grad", "fc.bias", lambda m: m.tolist()),
+     "avg_grad['fc.bias'] must be a floating-point tensor"),
+    ("avg None", lambda c: _with(c, "avg_sq_grad", None), "avg_sq_grad must be a dict of tensors"),
+    ("avg negative", _in("avg_sq_grad", "fc.bias", lambda v: -v), "avg_sq_grad['fc.bias'] has neg"),
+    ("rng dtype", lambda c: _with(c, "shuffle_rng", c["shuffle_rng"].long()),
+     "shuffle_rng must be a uint8 tensor"),
+    ("rng bytes", lambda c: _with(c, "torch_rng", bytes(c["torch_rng"].tolist())),
+     "torch_rng must be a uint8 tensor"),
+    ("rng size", lambda c: _with(c, "torch_rng", c["torch_rng"][:-1]),
+     "torch_rng is not a valid CPU RNG state"),
+    ("rng content", lambda c: _with(c, "shuffle_rng", torch.zeros_like(c["shuffle_rng"])),
+     "shuffle_rng is not a valid CPU RNG state"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"), [d[1:] for d in DAMAGES], ids=[d[0] for d in DAMAGES]
+)
+def test_damaged_checkpoint_is_one_line_and_exit_code_2(
+    straight, tmp_path, capsys, damage, message
+):
+    run = tmp_path / "run"
+    run.mkdir()
+    path = run / "checkpoint.pt"
+    torch.save(damage(_checkpoint(straight[1])), path)
+    before = _files(run)
+    # 3 epochs: one more than the run had, so only the damage can stop it.
+    code, stdout, err = _run(capsys, "--resume", str(run), "--epochs", "3", "--quiet")
+    assert code == 2, stdout + err
+    assert err.startswith(f"adamupdate demo: error: --resume {run}: bad checkpoint {path}: ")
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert _files(run) == before
+
+
+def test_truncated_checkpoint_is_one_line_and_exit_code_2(straight, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    whole = (straight[1] / "checkpoint.pt").read_bytes()
+    (run / "checkpoint.pt").write_bytes(whole[: len(whole) // 2])
+    code, _, err = _run(capsys, "--resume", str(run), "--quiet")
+    assert code == 2
+    assert err.startswith(f"adamupdate demo: error: --resume {run}: bad checkpoint ")
+    assert "cannot read it" in err and len(err.strip().splitlines()) == 1
 
 
 def test_resume_rejects_a_changed_run(straight, capsys):

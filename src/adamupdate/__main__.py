@@ -2,8 +2,9 @@
 
 The demo is MATLAB's "Train Network Using adamupdate" example; see
 :mod:`adamupdate.examples.train_digits`. Errors in options or input files are reported in one
-line on stderr with exit code 2; Ctrl-C during training stops after the current iteration,
-saves, and exits 0.
+line on stderr with exit code 2; ``--resume`` of a run that already has the epochs asked for
+says so in one line, changes nothing and exits 0; Ctrl-C during training stops after the
+current iteration, saves, and exits 0.
 """
 
 from __future__ import annotations
@@ -121,13 +122,21 @@ def _demo(args: argparse.Namespace) -> int:
     except train_digits.DemoError as exc:
         print(f"{PROG} demo: error: {exc}", file=sys.stderr)
         return 2
+    except train_digits.NothingToDo as exc:
+        print(f"{PROG} demo: {exc}")
+        return 0
     accuracy = 100 * result.test_accuracy
     if result.stopped:
         print(f"stopped by user at iteration {result.iteration} (epoch {result.epoch})")
+    # A run stopped before its first step has no step time to share out.
+    share = (
+        f"; adamupdate took {100 * result.adam_fraction:.1f}% of the training-step time"
+        if result.step_s > 0
+        else ""
+    )
     print(
         f"test accuracy {accuracy:.2f}% after {result.iteration} iterations, "
-        f"{result.wall_s:.1f} s; adamupdate took {100 * result.adam_fraction:.1f}% of the "
-        "training-step time"
+        f"{result.wall_s:.1f} s{share}"
     )
     if result.files:
         print("wrote " + ", ".join(result.files.values()))

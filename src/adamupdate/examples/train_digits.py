@@ -39,11 +39,13 @@ from torch import nn
 
 from adamupdate import adamupdate
 from adamupdate.datasets import DataSplit, load_digits, load_images, train_test_split_stratified
+from adamupdate.examples import _checkpoint
 from adamupdate.monitor import TrainingProgressMonitor
 
 __all__ = [
     "DemoError",
     "DigitsNet",
+    "NothingToDo",
     "TrainConfig",
     "TrainResult",
     "accuracy",
@@ -52,15 +54,15 @@ __all__ = [
     "train",
 ]
 
-CHECKPOINT = "checkpoint.pt"
-_CHECKPOINT_FORMAT = 1
-# Settings that define the data and the sequence of mini-batches: a resumed run must keep them
-# or it would not continue the same run.
-_FIXED_ON_RESUME = ("data", "limit", "batch_size", "seed")
+CHECKPOINT = _checkpoint.FILE
 
 
 class DemoError(Exception):
     """A problem with the user's options or files (reported in one line, exit code 2)."""
+
+
+class NothingToDo(Exception):
+    """``resume`` names a run that already has the epochs asked for; nothing was changed."""
 
 
 @dataclass
@@ -225,12 +227,13 @@ def _read_checkpoint(directory: str) -> dict[str, Any]:
     if not path.is_file():
         raise DemoError(f"--resume {directory}: no {CHECKPOINT} there")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise DemoError(f"--resume {directory}: cannot read {path} ({exc})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != _CHECKPOINT_FORMAT:
-        raise DemoError(f"--resume {directory}: {path} is not a checkpoint of this example")
-    return checkpoint
+        return _checkpoint.read(path)
+    except _checkpoint.CheckpointError as exc:
+        raise DemoError(_bad_checkpoint(directory, exc)) from None
+
+
+def _bad_checkpoint(directory: str, exc: _checkpoint.CheckpointError) -> str:
+    return f"--resume {directory}: bad checkpoint {Path(directory) / CHECKPOINT}: {exc}"
 
 
 def _to(tree: Any, device: torch.device) -> Any:
@@ -241,16 +244,25 @@ def _to(tree: Any, device: torch.device) -> Any:
 
 def _like_params(states: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
     # Averages go back on the parameters' device and in their memory layout (channels_last), so
-    # a resumed step sees exactly the tensors an uninterrupted one would.
-    params = dict(net.named_parameters())
+    # a resumed step sees exactly the tensors an uninterrupted one would; in parameter order,
+    # as adamupdate returns them.
     out = {}
-    for name, state in states.items():
-        like = params.get(name)
-        if like is None or state.shape != like.shape:  # e.g. a frozen parameter's 0-d zero
-            out[name] = state.to(like.device if like is not None else "cpu")
+    for name, like in net.named_parameters():
+        state = states[name]
+        if state.shape != like.shape:  # a frozen parameter's 0-d zero
+            out[name] = state.to(like.device)
         else:
             out[name] = torch.empty_like(like, dtype=state.dtype).copy_(state)
     return out
+
+
+def _epoch_accuracy(history: dict[str, list], per_epoch: int) -> list[tuple[int, float]]:
+    # TestAccuracy is recorded at each epoch's end and also when a run stops (even before its
+    # first step, at iteration 0); a stop right at an epoch's end records the same point twice.
+    by_epoch = {
+        x // per_epoch: value for x, value in history["TestAccuracy"] if x and x % per_epoch == 0
+    }
+    return sorted(by_epoch.items())
 
 
 def make_config(**given: Any) -> TrainConfig:
@@ -265,7 +277,7 @@ def make_config(**given: Any) -> TrainConfig:
         raise TypeError(f"unknown option(s) {sorted(unknown)}")
     values: dict[str, Any] = {}
     if given.get("resume") is not None:
-        values.update(_read_checkpoint(given["resume"])["config"])
+        values.update(_read_checkpoint(given["resume"])["config"])  # checked: known keys only
         values["output"] = given["resume"]
     values.update({k: v for k, v in given.items() if v is not None})
     return TrainConfig(**values)
@@ -288,14 +300,16 @@ def train(config: TrainConfig) -> TrainResult:
     Raises
     ------
     DemoError
-        For bad options or unreadable data/checkpoint files.
+        For bad options, unreadable data or a checkpoint that is damaged or does not fit.
+    NothingToDo
+        When the resumed run already completed ``epochs`` epochs; no file is touched.
     """
     wall_start = time.perf_counter()
     checkpoint = None
     if config.resume is not None:
         checkpoint = _read_checkpoint(config.resume)
         saved = checkpoint["config"]
-        for key in _FIXED_ON_RESUME:
+        for key in _checkpoint.FIXED_ON_RESUME:
             if getattr(config, key) != saved[key]:
                 raise DemoError(
                     f"--resume: {key.replace('_', '-')} must stay {saved[key]!r} as in the "
@@ -324,29 +338,26 @@ def train(config: TrainConfig) -> TrainResult:
     # here); gradients come back in the same layout, which adamupdate keeps.
     net = DigitsNet(X_train.mean(dim=0), num_classes).to(device, memory_format=torch.channels_last)
     shuffle = torch.Generator().manual_seed(config.seed)  # CPU: the same order on any device
+    num_observations = len(X_train)
+    # MATLAB: floor(numObservations/miniBatchSize)
+    per_epoch = num_observations // config.batch_size
+    num_iterations = config.epochs * per_epoch
     avg_grad: dict[str, torch.Tensor] | None = None
     avg_sq_grad: dict[str, torch.Tensor] | None = None
     iteration = epoch = batch = 0
     order: torch.Tensor | None = None
     history: dict[str, list] = {}
     if checkpoint is not None:
-        try:
-            net.load_state_dict(checkpoint["net"])
-        except RuntimeError as exc:
-            raise DemoError(f"--resume: the checkpoint does not fit this network ({exc})") from None
-        avg_grad = _like_params(checkpoint["avg_grad"], net)
-        avg_sq_grad = _like_params(checkpoint["avg_sq_grad"], net)
+        _check_resumable(config.resume, config.epochs, checkpoint, net, num_observations, per_epoch)
+        net.load_state_dict(checkpoint["net"])
+        if checkpoint["avg_grad"] is not None:
+            avg_grad = _like_params(checkpoint["avg_grad"], net)
+            avg_sq_grad = _like_params(checkpoint["avg_sq_grad"], net)
         iteration, epoch, batch = checkpoint["iteration"], checkpoint["epoch"], checkpoint["batch"]
         order = checkpoint["order"]
         shuffle.set_state(checkpoint["shuffle_rng"])
         torch.set_rng_state(checkpoint["torch_rng"])
         history = checkpoint["history"]
-
-    num_observations = len(X_train)
-    per_epoch = (
-        num_observations // config.batch_size
-    )  # MATLAB: floor(numObservations/miniBatchSize)
-    num_iterations = config.epochs * per_epoch
     out = Path(config.output) if config.output else None
     if out is not None:
         try:
@@ -364,9 +375,7 @@ def train(config: TrainConfig) -> TrainResult:
     if iteration:
         say(f"resuming {config.resume} at iteration {iteration} (epoch {epoch})")
 
-    epoch_accuracy: list[tuple[int, float]] = [
-        (int(x), v) for x, v in history.get("TestAccuracy", [])
-    ]
+    epoch_accuracy = _epoch_accuracy(history, per_epoch) if history else []
     step_s = adam_s = 0.0
     test_acc = math.nan
     monitor = TrainingProgressMonitor(
@@ -442,9 +451,6 @@ def train(config: TrainConfig) -> TrainResult:
             test_acc = accuracy(net, X_test, y_test)
             monitor.record_metrics(iteration, TestAccuracy=test_acc)
             monitor.status = "Stopped"
-        elif math.isnan(test_acc):
-            test_acc = accuracy(net, X_test, y_test)  # a resumed run with nothing left to do
-            monitor.status = "Finished"
         else:
             monitor.status = "Finished"
 
@@ -467,6 +473,27 @@ def train(config: TrainConfig) -> TrainResult:
     )
 
 
+def _check_resumable(
+    directory: str,
+    epochs: int,
+    checkpoint: dict[str, Any],
+    net: DigitsNet,
+    num_observations: int,
+    per_epoch: int,
+) -> None:
+    """Before anything is restored or written: the checkpoint fits this run, and has work left."""
+    try:
+        _checkpoint.check_fits(checkpoint, net, num_observations, per_epoch)
+    except _checkpoint.CheckpointError as exc:
+        raise DemoError(_bad_checkpoint(directory, exc)) from None
+    done = _checkpoint.epochs_done(checkpoint, per_epoch)
+    if epochs <= done:
+        raise NothingToDo(
+            f"run in {directory} already finished {done} of {checkpoint['config']['epochs']} "
+            f"epochs; nothing to do — pass --epochs N with N > {done} to continue"
+        )
+
+
 def _save_checkpoint(
     out: Path,
     config: TrainConfig,
@@ -482,8 +509,8 @@ def _save_checkpoint(
 ) -> Path:
     saved_config = asdict(config)
     checkpoint = {
-        "format": _CHECKPOINT_FORMAT,
-        "config": {k: saved_config[k] for k in (*_FIXED_ON_RESUME, "epochs", "learn_rate")},
+        "format": _checkpoint.FORMAT,
+        "config": {k: saved_config[k] for k in _checkpoint.CONFIG_KEYS},
         "net": net.state_dict(),
         "avg_grad": _to(avg_grad, torch.device("cpu")),
         "avg_sq_grad": _to(avg_sq_grad, torch.device("cpu")),
@@ -495,11 +522,7 @@ def _save_checkpoint(
         "torch_rng": torch.get_rng_state(),
         "history": monitor.history,
     }
-    path = out / CHECKPOINT
-    tmp = path.with_suffix(".tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(path)  # a Ctrl-C or crash mid-write never leaves a torn checkpoint
-    return path
+    return _checkpoint.write(out / CHECKPOINT, checkpoint)
 
 
 if __name__ == "__main__":
