@@ -222,17 +222,38 @@ def test_iteration_1e38_is_valid_in_other_backends(library):
     np.testing.assert_array_equal(np.asarray(big), np.asarray(usual))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="engine: torch's fused step puts iteration in a float32 tensor, which overflows "
-    "above 3.4e38 (torch_backend._fused_step); remove this mark once the engine caps it",
-)
-def test_iteration_above_float32_range_in_torch():
+@pytest.mark.parametrize("route", ["numba", "fused", "foreach"])
+def test_iteration_above_float32_range_in_torch(route):
+    """Every torch route takes an iteration beyond float32's range (PyTorch's fused kernel
+    reads the step count from a float32 tensor)."""
     torch = pytest.importorskip("torch")
-    params, grad = torch.zeros(3), torch.ones(3)
-    big = adamupdate(params, grad, None, None, 10**300, **HP)[0]
-    assert torch.equal(big, adamupdate(params, grad, None, None, 10**5, **HP)[0])
+    from adamupdate._algorithm import coefficients
+    from adamupdate.backends import torch_backend
+
+    if route == "numba":
+        pytest.importorskip("numba")
+    results = []
+    for iteration in (10**300, 10**5):
+        params, grad = torch.zeros(3), torch.ones(3)
+        group = torch_backend.group(
+            torch.float32,
+            (torch.float32,) * 2,
+            fresh=True,
+            inplace=False,
+            params=[params],
+            route=route,
+        )
+        assert group.bind([params], [grad], [None], [None], checked=True)
+        group.run(
+            coefficients(
+                HP["learn_rate"], HP["grad_decay"], HP["sq_grad_decay"], HP["epsilon"], iteration
+            )
+        )
+        results.append(group.outputs()[0][0])
+    assert torch.equal(results[0], results[1])
+    assert torch.equal(
+        adamupdate(torch.zeros(3), torch.ones(3), None, None, 10**300, **HP)[0], results[1]
+    )
 
 
 # ------------------------------------------------------------------------------ the ranges

@@ -307,7 +307,7 @@ def update_network(
 
     def path(argument: str, index: int) -> str:
         layer, parameter = _split(names[index])
-        return f"{argument} (layer {layer!r}, parameter {parameter!r})"
+        return f"{argument}[{names[index]!r}] (layer {layer!r}, parameter {parameter!r})"
 
     plan = _plan.make(
         params,

@@ -361,7 +361,9 @@ class Group:
                 numba_adam.run(addresses, sizes, _NUMPY_DTYPES[self.dtype], self.fresh, c)
                 self._keep = ()
             elif self.route == "fused":
-                self._step.fill_(float(c.iteration))
+                # β^t is 0 in float64 long before float32's largest value for any β < 1:
+                # capping t there changes nothing and keeps the step tensor finite.
+                self._step.fill_(min(float(c.iteration), 3.0e38))
                 _fused_step(*self._work, self._step, c)
             else:
                 _foreach_step(*self._work, c)
