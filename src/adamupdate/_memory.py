@@ -66,29 +66,33 @@ def _share(a: Region, b: Region) -> bool:
     return a.backend is b.backend and a.backend.shares_memory(a.leaf, b.leaf)
 
 
-def reads_overlap_writes(
-    addresses: np.ndarray, sizes: np.ndarray, item: int, state_item: int, sq_item: int
-) -> bool:
-    """Whether any gradient (row 1 of a kernel's ``(7, n)`` address table) overlaps a written
-    buffer (rows 4-6: ``p, m, v`` outputs), each contiguous; O(n log n), vectorised.
+def written_spans(addresses: np.ndarray, sizes: np.ndarray, items: tuple[int, int, int]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The byte ranges ``[lo, hi)`` of the buffers a kernel writes — rows 4-6 (``p, m, v``
+    outputs) of its ``(7, n)`` address table, each contiguous — sorted, empty ones left out."""
+    lo = np.concatenate([addresses[4 + r] for r in range(3)])
+    hi = lo + np.concatenate([sizes * item for item in items])
+    keep = hi > lo
+    order = np.argsort(lo[keep], kind="stable")
+    return lo[keep][order], hi[keep][order]
+
+
+def reads_overlap(spans: tuple[np.ndarray, np.ndarray], starts: np.ndarray, sizes: np.ndarray,
+                  item: int) -> bool:
+    """Whether a buffer read at ``starts`` (``sizes`` elements of ``item`` bytes each, e.g. the
+    gradients) overlaps any of the disjoint written ``spans``; O(n log n), vectorised.
 
     Used on every step of a remembered in-place plan, whose written buffers were checked when
-    it was made; only the gradients are new. ``item``/``state_item``/``sq_item`` are the byte
-    sizes of one element of ``p``, ``m`` and ``v``.
+    it was made; only the gradients are new.
     """
-    n = sizes.shape[0]
-    lo = np.concatenate((addresses[4], addresses[5], addresses[6]))
-    hi = lo + np.concatenate((sizes * item, sizes * state_item, sizes * sq_item))
-    keep = hi > lo
-    lo, hi = lo[keep], hi[keep]
-    order = np.argsort(lo, kind="stable")
-    lo, hi = lo[order], hi[order]
-    g_lo = addresses[1]
-    g_hi = g_lo + sizes * item
-    k = np.searchsorted(lo, g_hi, side="left") - 1
-    if not (n and lo.size):
+    lo, hi = spans
+    if not (lo.size and starts.size):
         return False
-    hit = (k >= 0) & (hi[np.maximum(k, 0)] > g_lo) & (sizes > 0)
+    ends = starts + sizes * item
+    # The last written span that starts before a read ends is the only one it can overlap:
+    # the spans are disjoint and sorted, so their ends are sorted too.
+    k = np.searchsorted(lo, ends, side="left") - 1
+    hit = (k >= 0) & (hi[np.maximum(k, 0)] > starts) & (sizes > 0)
     return bool(hit.any())
 
 

@@ -81,6 +81,7 @@ class Plan:
     factors: list[float] | None = None
     nodes: tuple[Any, ...] = ()  # what rebuilds the containers: (params', the averages')
     names: list[str] = field(default_factory=list)  # a network's learnables
+    network: list[tuple] | None = None  # what decides them (see adamupdate.nn._snapshot)
 
     def expects(self, params: Sequence[Any], avg_grads: Sequence[Any], avg_sq_grads: Sequence[Any]
                 ) -> bool:
@@ -114,6 +115,13 @@ class Plan:
                 leaves = [_take(column, group.indices) for column in columns]
                 if not group.step.bind(*leaves, checked=checked):
                     return None
+        if self.inplace and not checked and all(g.backend.MUTABLE for g in self.groups):
+            # A remembered in-place step writes every buffer where it is: the leaves stay.
+            coefficients_for = _coefficients_by_factor(hyper)
+            for group in self.groups:
+                if group.step is not None:
+                    group.step.run(coefficients_for(group.factor))
+            return self.params, self.avg_grads, self.avg_sq_grads
         n = len(params)
         new_params: list[Any] = [None] * n
         new_avg: list[Any] = [None] * n

@@ -24,6 +24,7 @@ survive ``copy.deepcopy`` and ``torch.save(net)``), not in ``state_dict()``: whe
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from typing import Any
 
@@ -199,6 +200,44 @@ def set_learn_rate_factors(net: torch.nn.Module, factors: Mapping[str, float]) -
 # --- the update ----------------------------------------------------------------------------------
 
 
+def _snapshot(net: torch.nn.Module) -> list[tuple]:
+    """What decides a network's learnables and their factors, module by module: its
+    parameters, children and factors, and every parameter's ``requires_grad``."""
+    return [
+        (
+            module,
+            list(module._parameters),
+            list(module._parameters.values()),
+            list(module._modules),
+            list(module._modules.values()),
+            dict(module.__dict__.get(_FACTORS_ATTRIBUTE) or {}),
+            [p is not None and p.requires_grad for p in module._parameters.values()],
+        )
+        for module in net.modules()
+    ]
+
+
+def _unchanged(net: torch.nn.Module, snapshot: list[tuple] | None) -> bool:
+    """Whether ``net`` still has the learnables and factors of ``snapshot``: the same modules
+    holding the same parameter objects, at a fraction of a walk's cost (no names are built)."""
+    if not snapshot or snapshot[0][0] is not net:
+        return False
+    same = operator.is_
+    for module, keys, values, child_keys, children, factors, requires in snapshot:
+        own, subs = module._parameters, module._modules
+        if (
+            list(own) != keys
+            or not all(map(same, own.values(), values))
+            or list(subs) != child_keys
+            or not all(map(same, subs.values(), children))
+            or (module.__dict__.get(_FACTORS_ATTRIBUTE) or {}) != factors
+            or [p is not None and p.requires_grad for p in values] != requires
+        ):
+            return False
+    return True
+
+
+
 def _leaves(names: list[str], value: Any, argument: str, *, state: bool) -> list[Any]:
     """The per-learnable leaves of a table, dict or list, checked against the learnables."""
     if state and value is None:
@@ -206,6 +245,12 @@ def _leaves(names: list[str], value: Any, argument: str, *, state: bool) -> list
     if _tree.is_table(value):
         return _table_leaves(names, value, argument)
     if isinstance(value, Mapping):
+        if len(value) == len(names):
+            try:  # the common case, in one C call
+                return list(operator.itemgetter(*names)(value)) if len(names) > 1 else [
+                    value[names[0]]] if names else []
+            except KeyError:
+                pass  # named below
         for name in names:
             if name not in value:
                 layer, parameter = _split(name)
@@ -285,18 +330,18 @@ def update_network(
     own zeros) are copied on the first call and never written, unless ``inplace`` is true.
     Each (device, dtype, learn-rate factor) group is one kernel call.
     """
-    names, params, factors = _learnables_and_factors(net)
-    grads = _leaves(names, grad, "grad", state=False)
     plan = _plan.attached(avg_grad, avg_sq_grad)
-    if plan is not None and plan.state_dtype is state_dtype and plan.names == names and (
-        plan.factors == factors
-    ):
+    if plan is not None and plan.state_dtype is state_dtype and _unchanged(net, plan.network):
+        names, params = plan.names, plan.params
+        grads = _leaves(names, grad, "grad", state=False)
         avg_grads = _leaves(names, avg_grad, "avg_grad", state=True)
         avg_sq_grads = _leaves(names, avg_sq_grad, "avg_sq_grad", state=True)
         if plan.expects(params, avg_grads, avg_sq_grads) and plan.step(
             params, grads, avg_grads, avg_sq_grads, hyper, checked=False
         ):
             return net, avg_grad, avg_sq_grad
+    names, params, factors = _learnables_and_factors(net)
+    grads = _leaves(names, grad, "grad", state=False)
     from ._api import is_empty_state
 
     avg_grads = _leaves(names, None if is_empty_state(avg_grad) else avg_grad, "avg_grad",
@@ -319,7 +364,7 @@ def update_network(
         inplace=True,
         state_dtype=state_dtype,
     )
-    plan.names = names
+    plan.names, plan.network = names, _snapshot(net)
     if not inplace:  # someone else's averages: the plan's own copies are written from now on
         avg_grads = [None if m is None else m.detach().clone() for m in avg_grads]
         avg_sq_grads = [None if v is None else v.detach().clone() for v in avg_sq_grads]

@@ -46,6 +46,7 @@ class Backend(Protocol):
     """What a backend module provides (module-level names)."""
 
     NAME: str
+    MUTABLE: bool  # in place, the results are written into the given buffers (not JAX)
 
     def describe(self, x: Any) -> tuple[Any, Any, tuple[int, ...]]:
         """``(device, dtype, shape)`` of a leaf: what grouping and structure checks compare."""

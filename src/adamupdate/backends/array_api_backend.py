@@ -16,6 +16,7 @@ import array_api_compat
 from .._algorithm import StepCoefficients, reference_step
 
 NAME = "array-api"
+MUTABLE = True  # arrays are updated with x[...] = y
 
 
 def _namespace(x: Any) -> Any:

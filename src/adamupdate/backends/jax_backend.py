@@ -21,6 +21,7 @@ import numpy as np
 from .._algorithm import StepCoefficients
 
 NAME = "jax"
+MUTABLE = False  # in place means donated buffers: the results are new arrays
 
 _HALF = (np.dtype(jnp.float16), np.dtype(jnp.bfloat16))
 

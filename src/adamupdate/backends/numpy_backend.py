@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from .._algorithm import StepCoefficients
-from .._memory import overlaps_itself, reads_overlap_writes
+from .._memory import overlaps_itself, reads_overlap, written_spans
 
 NAME = "numpy"
+MUTABLE = True  # arrays are updated in their own buffers
 
 _REAL = (np.dtype(np.float32), np.dtype(np.float64))
 _COMPLEX = (np.dtype(np.complex64), np.dtype(np.complex128))
@@ -230,7 +231,9 @@ class Group:
         if isinstance(found, int):
             return False
         addresses, sizes = found
-        if self.inplace and reads_overlap_writes(addresses, sizes, *self._items):
+        if self.inplace and reads_overlap(
+            written_spans(addresses, sizes, self._items), addresses[1], sizes, self._items[0]
+        ):
             return False
         self._table = (addresses, sizes)
         return True
