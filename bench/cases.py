@@ -67,15 +67,17 @@ def cases(smoke: bool = False) -> list[Case]:
         Case(f"flat {label} float32", ((flat,),), "float32", single=True),
         Case(f"resnet50{'-tiny' if smoke else ''} float32", tuple(resnet), "float32"),
         Case(f"{count}x{size} float32", ((size,),) * count, "float32"),
+        Case(f"{count}x1 float32", ((1,),) * count, "float32"),
         Case(f"flat {label} float64", ((flat,),), "float64", single=True),
         Case(f"flat {label} complex64", ((flat,),), "complex64", single=True),
     ]
 
 
-def overhead_case(smoke: bool = False) -> Case:
-    """Front-end cost: so many one-value tensors that the arithmetic is negligible."""
-    n = 50 if smoke else 1000
-    return Case(f"overhead {n}x1 float32", ((1,),) * n, "float32")
+def overhead_cases(smoke: bool = False) -> list[Case]:
+    """Front-end cost: so many one-value tensors that the arithmetic is negligible, at four
+    counts, so that linear growth (a constant cost per tensor) shows."""
+    counts = (10, 100) if smoke else (10, 100, 1000, 10000)
+    return [Case(f"overhead {n}x1 float32", ((1,),) * n, "float32") for n in counts]
 
 
 def make_data(case: Case, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -34,56 +34,104 @@ def _require(module: str) -> Any:
         raise Skip(f"{module} not installed") from error
 
 
-def ours_numpy(case: Case, params: list[np.ndarray], grads: list[np.ndarray]) -> Step:
-    """``adamupdate(..., inplace=True)`` on NumPy arrays, states carried from call to call."""
-    from adamupdate import adamupdate
+def _ours_functional(library: str, inplace: bool) -> Factory:
+    """``adamupdate(params, grads, m, v, t, inplace=...)`` on NumPy arrays or torch CPU
+    tensors, the returned averages (and, without ``inplace``, parameters) carried along."""
 
-    p = [a.copy() for a in params]
-    g = [a.copy() for a in grads]
-    return _ours(adamupdate, p[0] if case.single else p, g[0] if case.single else g)
+    def factory(case: Case, params: list[np.ndarray], grads: list[np.ndarray]) -> Step:
+        from adamupdate import adamupdate
+
+        if library == "torch":
+            torch = _require("torch")
+            p = [torch.from_numpy(a.copy()) for a in params]
+            g = [torch.from_numpy(a.copy()) for a in grads]
+        else:
+            p = [a.copy() for a in params]
+            g = [a.copy() for a in grads]
+        state: dict[str, Any] = {
+            "p": p[0] if case.single else p,
+            "g": g[0] if case.single else g,
+            "t": 0,
+            "m": None,
+            "v": None,
+        }
+
+        def step() -> None:
+            state["t"] += 1
+            state["p"], state["m"], state["v"] = adamupdate(
+                state["p"],
+                state["g"],
+                state["m"],
+                state["v"],
+                state["t"],
+                LR,
+                B1,
+                B2,
+                EPS,
+                inplace=inplace,
+            )
+
+        return step
+
+    mode = "inplace=True" if inplace else "the default (new arrays)"
+    factory.__doc__ = f"``adamupdate`` on {library} leaves with {mode}."
+    return factory
 
 
-def ours_torch(case: Case, params: list[np.ndarray], grads: list[np.ndarray]) -> Step:
-    """``adamupdate(..., inplace=True)`` on PyTorch CPU tensors."""
-    torch = _require("torch")
-    from adamupdate import adamupdate
+def _ours_network(inplace: bool) -> Factory:
+    """MATLAB's form: ``net, m, v = adamupdate(net, grads, m, v, t)`` on a ``torch.nn.Module``
+    holding the case's tensors (one ``ParameterList``), gradients as a dict keyed by name."""
 
-    p = [torch.from_numpy(a.copy()) for a in params]
-    g = [torch.from_numpy(a.copy()) for a in grads]
-    return _ours(adamupdate, p[0] if case.single else p, g[0] if case.single else g)
+    def factory(case: Case, params: list[np.ndarray], grads: list[np.ndarray]) -> Step:
+        torch = _require("torch")
+        from adamupdate import adamupdate
 
-
-def _ours(adamupdate: Callable[..., Any], params: Any, grads: Any) -> Step:
-    state: dict[str, Any] = {"t": 0, "m": None, "v": None}
-
-    def step() -> None:
-        state["t"] += 1
-        _, state["m"], state["v"] = adamupdate(
-            params, grads, state["m"], state["v"], state["t"], LR, B1, B2, EPS, inplace=True
+        net = torch.nn.Module()
+        net.weights = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.from_numpy(a.copy())) for a in params
         )
+        g = {
+            name: torch.from_numpy(a.copy())
+            for (name, _), a in zip(net.named_parameters(), grads, strict=True)
+        }
+        state: dict[str, Any] = {"t": 0, "m": None, "v": None}
 
-    return step
+        def step() -> None:
+            state["t"] += 1
+            kwargs = {"inplace": True} if inplace else {}
+            _, state["m"], state["v"] = adamupdate(
+                net, g, state["m"], state["v"], state["t"], LR, B1, B2, EPS, **kwargs
+            )
+
+        return step
+
+    factory.__doc__ = f"``adamupdate(net, grads, ...)``{' with inplace=True' if inplace else ''}."
+    return factory
 
 
 def ours_kernel(case: Case, params: list[np.ndarray], grads: list[np.ndarray]) -> Step:
-    """The numba kernel called directly with a prepared batch: our floor without a front end."""
+    """The numba kernel called directly on an address table: our floor without a front end."""
     _require("numba")
     from adamupdate._algorithm import coefficients
-    from adamupdate._kernels import numba_kernel
+    from adamupdate.kernels import numba_adam
 
-    if not numba_kernel.available() or not numba_kernel.supports(case.dtype):
+    if not numba_adam.available() or not numba_adam.supports(case.dtype):
         raise Skip(f"numba kernel unavailable for {case.dtype}")
     p = [a.copy() for a in params]
     g = [a.copy() for a in grads]
     m = [np.zeros_like(a) for a in p]
     v = [np.zeros(a.shape, a.real.dtype) for a in p]
-    batch = numba_kernel.batch(p, g, m, v, p, m, v)
+    rows = (p, g, m, v, p, m, v)
+    addresses = np.array([[a.ctypes.data for a in row] for row in rows], np.intp)
+    sizes = np.array([a.size for a in p], np.intp)
+    dtype = np.dtype(case.dtype)
     t = [0]
 
     def step() -> None:
         t[0] += 1
-        numba_kernel.fused_step_batch(batch, coefficients(LR, B1, B2, EPS, t[0]))
+        numba_adam.run(addresses, sizes, dtype, False, coefficients(LR, B1, B2, EPS, t[0]))
 
+    step.arrays = rows  # type: ignore[attr-defined]  # the memory behind the addresses
     return step
 
 
@@ -158,8 +206,12 @@ def stream_reference(case: Case, params: list[np.ndarray], grads: list[np.ndarra
 CONTENDERS: dict[str, Factory] = {
     "stream (floor)": stream_reference,
     "ours: numba kernel": ours_kernel,
-    "ours: adamupdate numpy": ours_numpy,
-    "ours: adamupdate torch": ours_torch,
+    "ours: net default": _ours_network(inplace=False),
+    "ours: net inplace": _ours_network(inplace=True),
+    "ours: torch inplace": _ours_functional("torch", inplace=True),
+    "ours: torch functional": _ours_functional("torch", inplace=False),
+    "ours: numpy inplace": _ours_functional("numpy", inplace=True),
+    "ours: numpy functional": _ours_functional("numpy", inplace=False),
     "torch Adam fused": _torch_optim(fused=True),
     "torch Adam foreach": _torch_optim(foreach=True),
     "optax adam jit": optax_adam,
@@ -167,5 +219,13 @@ CONTENDERS: dict[str, Factory] = {
 }
 STREAM = "stream (floor)"
 TORCH_FUSED = "torch Adam fused"
-#: Contenders timed on the front-end overhead case.
-OVERHEAD = ("ours: adamupdate numpy", "ours: adamupdate torch", "torch Adam fused")
+#: Contenders timed on the front-end cost cases (many one-value tensors).
+OVERHEAD = (
+    "ours: net default",
+    "ours: net inplace",
+    "ours: torch inplace",
+    "ours: torch functional",
+    "ours: numpy inplace",
+    "ours: numpy functional",
+    "torch Adam fused",
+)

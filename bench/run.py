@@ -10,7 +10,9 @@ spell of a noisy machine hits them all alike, and medians are reported. A short 
 calls lets idle OpenMP workers of one library stop spinning before the next library runs.
 ``x floor`` is median time / stream reference time (1.00 = at the memory-bandwidth limit);
 ``vs fused`` is torch fused time / median time (above 1 = faster than ``torch.optim.Adam(
-fused=True)``). The overhead section calls each front end with 1,000 one-value tensors.
+fused=True)``). A second table puts every form of call users write against every case as
+that ratio; the overhead section calls each front end with 10 to 10,000 one-value tensors and
+reports the cost per tensor, which must not grow with their number.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.cases import Case, cases, make_data, overhead_case
+from bench.cases import Case, cases, make_data, overhead_cases
 from bench.contenders import CONTENDERS, OVERHEAD, STREAM, TORCH_FUSED, Skip, Step
 
 DEFAULT_JSON = Path(__file__).with_name("results.json")
@@ -119,8 +121,8 @@ def _fmt(x: float | None, width: int, decimals: int) -> str:
     return f"{x:{width}.{decimals}f}" if x is not None else f"{'-':>{width}}"
 
 
-def format_table(records: list[dict[str, Any]], overhead: dict[str, Any] | None) -> str:
-    """The human-readable table of a run."""
+def format_table(records: list[dict[str, Any]], overhead: list[dict[str, Any]]) -> str:
+    """The human-readable tables of a run."""
     head = f"{'case':<22} {'contender':<24} {'median ms':>10} {'x floor':>8} {'vs fused':>9} "
     lines = [head + f"{'GB/s':>7}", "-" * (len(head) + 7)]
     for rec in records:
@@ -136,17 +138,29 @@ def format_table(records: list[dict[str, Any]], overhead: dict[str, Any] | None)
                 + f"{_fmt(r['gb_per_s'], 7, 1)}"
             )
         lines.append("")
+    lines += ["", format_forms(records), ""]
     if overhead:
-        title = f"{'front-end overhead':<22} {'contender':<24}"
-        lines.append(f"{title} {'us/call':>10} {'us/tensor':>9}")
-        for name, r in overhead["results"].items():
-            row = f"{overhead['case']:<22} {name:<24} "
-            if r["skipped"]:
-                lines.append(row + f"skipped: {r['skipped']}")
-            else:
-                lines.append(
-                    row + f"{_fmt(r['us_per_call'], 10, 1)} {_fmt(r['us_per_tensor'], 9, 3)}"
-                )
+        counts = [rec["tensors"] for rec in overhead]
+        lines.append(
+            f"{'front-end cost, us per tensor':<30}" + "".join(f"{n:>10,}" for n in counts)
+        )
+        for name in overhead[0]["results"]:
+            cells = [rec["results"][name]["us_per_tensor"] for rec in overhead]
+            lines.append(f"{name:<30}" + "".join(_fmt(c, 10, 3) for c in cells))
+    return "\n".join(lines)
+
+
+def format_forms(records: list[dict[str, Any]]) -> str:
+    """Every form of call against every case: torch fused time / ours (> 1: faster)."""
+    forms = [n for n in records[0]["results"] if n.startswith("ours: ") and "kernel" not in n]
+    width = max(len(rec["case"]) for rec in records) + 2
+    lines = [f"{'torch fused / ours':<26}" + "".join(f"{rec['case']:>{width}}" for rec in records)]
+    for name in [*forms, "optax adam jit"]:
+        cells = []
+        for rec in records:
+            ratio = rec["results"].get(name, {}).get("vs_torch_fused")
+            cells.append(f"{ratio:>{width - 1}.2f}x" if ratio else f"{'-':>{width}}")
+        lines.append(f"{name:<26}" + "".join(cells))
     return "\n".join(lines)
 
 
@@ -210,14 +224,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"timing {case.name} ...", file=sys.stderr, flush=True)
         timings = time_case(case, names, repeats=repeats, warmup=warmup, pause=args.pause)
         records.append(summarize(case, timings))
-    small = overhead_case(args.smoke)
-    print(f"timing {small.name} ...", file=sys.stderr, flush=True)
+    overhead = []
     front = [n for n in OVERHEAD if n in names]
-    calls = 2 if args.smoke else 50
-    timings = time_case(
-        small, front, repeats=max(repeats, 5), warmup=warmup + 2, pause=args.pause, calls=calls
-    )
-    overhead = summarize_overhead(small, timings)
+    for small in overhead_cases(args.smoke):
+        print(f"timing {small.name} ...", file=sys.stderr, flush=True)
+        calls = 2 if args.smoke else max(1, 20000 // len(small.shapes))
+        timings = time_case(
+            small,
+            front,
+            repeats=max(repeats, 5),
+            warmup=warmup + 2,
+            pause=args.pause,
+            calls=calls,
+        )
+        overhead.append(summarize_overhead(small, timings))
     table = format_table(records, overhead)
     print(table)
     report = {

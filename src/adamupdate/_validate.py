@@ -91,6 +91,8 @@ def _finite(name: str, value: Any, kind: str) -> float:
 
 def _real(name: str, value: Any, kind: str) -> numbers.Real:
     """The real number ``value`` stands for; a one-element array or tensor gives its element."""
+    if type(value) is float or type(value) is int:  # the usual case, without ABC checks
+        return value
     number = value if isinstance(value, numbers.Number) else _only_element(name, value, kind)
     # bool is an Integral and NumPy/torch booleans come out of .item() as bool: one check.
     if isinstance(number, bool):

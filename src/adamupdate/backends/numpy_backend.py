@@ -16,6 +16,7 @@ array divided by a real one divides both), on their real views.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -322,9 +323,12 @@ def _addresses(rows, dtype, m_dtype, v_dtype, fresh) -> tuple[np.ndarray, np.nda
 
 
 def _worth(elements: int, arrays: int) -> bool:
-    """numba costs ~0.4 s to import (and a one-off compile): not worth it for a few tiny arrays,
-    which NumPy's ufuncs step in microseconds anyway."""
-    return elements >= _FUSE_ABOVE_ELEMENTS or arrays >= _FUSE_ABOVE_ARRAYS
+    """numba costs ~0.4 s to import (and a one-off compile): not worth it for a few tiny arrays
+    until something else has loaded it. Both routes give the same bits."""
+    if elements >= _FUSE_ABOVE_ELEMENTS or arrays >= _FUSE_ABOVE_ARRAYS:
+        return True
+    loaded = sys.modules.get("adamupdate.kernels.numba_adam")
+    return loaded is not None and bool(loaded._state.get("ok"))
 
 
 def _fast_kernel() -> Any:
