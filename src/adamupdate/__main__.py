@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 __all__ = ["main"]
 
+from adamupdate import __version__
+
 PROG = "adamupdate"
 
 
@@ -60,10 +62,13 @@ def _build_parser() -> _Parser:
         prog=PROG,
         description="MATLAB's adamupdate for Python. Commands: demo.",
     )
+    parser.add_argument(
+        "--version", action="version", version=f"{PROG} {__version__}", help="print the version"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     demo = commands.add_parser(
         "demo",
-        help="train MATLAB's digits CNN with adamupdate (needs adamupdate[demo])",
+        help="train MATLAB's digits CNN with adamupdate (needs 'adamupdate[demo]')",
         description=(
             "Train MATLAB's 'Train Network Using adamupdate' CNN on handwritten digits with a "
             "custom loop that updates the network with adamupdate. Default data: the 5,000 MNIST "
@@ -105,7 +110,7 @@ def _demo(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         print(
             f"{PROG} demo: error: {exc.name or exc} is not installed; "
-            "run: pip install adamupdate[demo]",
+            "run: pip install 'adamupdate[demo]'",
             file=sys.stderr,
         )
         return 2

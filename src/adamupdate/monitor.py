@@ -373,7 +373,7 @@ class TrainingProgressMonitor:
             if self._plain_requested is False:
                 warnings.warn(
                     "rich is not installed; showing plain progress lines "
-                    "(pip install adamupdate[demo])",
+                    "(pip install 'adamupdate[demo]')",
                     stacklevel=3,
                 )
             return "plain"
@@ -600,7 +600,7 @@ class TrainingProgressMonitor:
             from matplotlib.figure import Figure
         except ImportError:
             raise ModuleNotFoundError(
-                "save_plot needs matplotlib: pip install adamupdate[demo]"
+                "save_plot needs matplotlib: pip install 'adamupdate[demo]'"
             ) from None
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,9 @@ class GroupStep(Protocol):
     computes and writes, and cannot raise.
     """
 
-    def bind(self, params: list, grads: list, avg_grads: list, avg_sq_grads: list, *,
-             checked: bool) -> bool:
+    def bind(
+        self, params: list, grads: list, avg_grads: list, avg_sq_grads: list, *, checked: bool
+    ) -> bool:
         """Take this call's leaves and prepare :meth:`run`; write nothing.
 
         ``checked``: the plan has just checked every leaf. Otherwise this is a remembered plan:
@@ -95,7 +96,8 @@ class Backend(Protocol):
         """MATLAB's scalar 0 state (0-d) for a frozen parameter."""
         ...
 
-    def group(self, dtype: Any, state_dtypes: tuple[Any, Any], *, fresh: bool, inplace: bool,
-              params: list) -> GroupStep:
+    def group(
+        self, dtype: Any, state_dtypes: tuple[Any, Any], *, fresh: bool, inplace: bool, params: list
+    ) -> GroupStep:
         """A :class:`GroupStep` for parameters like ``params`` (checked, of one dtype)."""
         ...

@@ -103,9 +103,7 @@ class Group:
         self._outputs: tuple[list, list, list] = ([], [], [])
 
     def bind(self, params, grads, avg_grads, avg_sq_grads, *, checked: bool) -> bool:
-        if not checked and any(
-            describe(g) != describe(p) for g, p in zip(grads, params)
-        ):
+        if not checked and any(describe(g) != describe(p) for g, p in zip(grads, params)):
             return False
         self._leaves = (params, grads, avg_grads, avg_sq_grads)
         return True

@@ -74,7 +74,9 @@ def real_dtype(dtype: np.dtype) -> np.dtype:
     return np.empty(0, dtype).real.dtype
 
 
-def state_dtypes(param_dtype: np.dtype, state_dtype: Any = None, like: Any = None) -> tuple[np.dtype, np.dtype]:
+def state_dtypes(
+    param_dtype: np.dtype, state_dtype: Any = None, like: Any = None
+) -> tuple[np.dtype, np.dtype]:
     if state_dtype is None:
         avg = np.dtype(np.float32) if param_dtype == _HALF else param_dtype
     else:
@@ -190,8 +192,15 @@ class Group:
         self._outputs = outputs
         fresh = self.fresh
         self._leaves = [
-            (as_array(p), as_array(g), None if fresh else _full(m, p),
-             None if fresh else _full(v, p), po, mo, vo)
+            (
+                as_array(p),
+                as_array(g),
+                None if fresh else _full(m, p),
+                None if fresh else _full(v, p),
+                po,
+                mo,
+                vo,
+            )
             for p, g, m, v, po, mo, vo in zip(params, grads, avg_grads, avg_sq_grads, *outputs)
         ]
         return True
@@ -377,8 +386,13 @@ def _chunked(leaf: tuple, c: StepCoefficients) -> None:
     flat = [None if a is None else a.reshape(-1) for a in leaf]
     if flat[0].dtype.kind == "c":
         flat = [
-            None if a is None else (a.view(real_dtype(a.dtype)).reshape(-1, 2) if a.dtype.kind
-                                    == "c" else a.reshape(-1, 1))
+            None
+            if a is None
+            else (
+                a.view(real_dtype(a.dtype)).reshape(-1, 2)
+                if a.dtype.kind == "c"
+                else a.reshape(-1, 1)
+            )
             for a in flat
         ]
     for start in range(0, flat[0].shape[0], _CHUNK):

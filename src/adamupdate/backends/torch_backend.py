@@ -98,7 +98,9 @@ def resolve_dtype(dtype: Any) -> torch.dtype:
     return resolved
 
 
-def state_dtypes(param_dtype: torch.dtype, state_dtype: Any = None, like: Any = None) -> tuple[Any, Any]:
+def state_dtypes(
+    param_dtype: torch.dtype, state_dtype: Any = None, like: Any = None
+) -> tuple[Any, Any]:
     if state_dtype is None:
         avg = torch.float32 if param_dtype in _HALF else param_dtype
     else:

@@ -385,6 +385,8 @@ def _build() -> None:
         # OpenMP cannot run in a forked child (numba terminates it): step on one thread there.
         os.register_at_fork(after_in_child=lambda: _state.update(threads=False))
         _state["ok"] = True
+
+
 # --- compiled code, jitted by _build() -------------------------------------------------------
 
 _prange = range  # numba.prange once built

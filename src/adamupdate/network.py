@@ -1,0 +1,395 @@
+"""``torch.nn.Module`` as MATLAB's ``dlnetwork``: Learnables tables and learn-rate factors.
+
+============================================  ================================================
+MATLAB                                        adamupdate
+============================================  ================================================
+``net.Learnables``                            ``learnables(net)``
+``dlgradient(loss, net.Learnables)``          ``gradients(loss, net)``
+``setLearnRateFactor(net, layer, p, f)``      ``set_learn_rate_factor(net, layer, p, f)``
+``getLearnRateFactor(net, layer, p)``         ``get_learn_rate_factor(net, layer, p)``
+``Weight/BiasLearnRateFactor`` layer options  ``set_layer_learn_rate_factors(net, layer, ...)``
+``adamupdate(net, grad, avgG, avgSqG, t)``    ``adamupdate(net, grad, avg_grad, avg_sq_grad, t)``
+============================================  ================================================
+
+A network's *learnables* are its ``named_parameters()`` with ``requires_grad=True``, in that
+order. In a Learnables table, ``Layer`` is the qualified name of the module that owns the
+parameter (``""`` for the network's own) and ``Parameter`` its attribute name, e.g. ``conv1`` /
+``weight`` for ``conv1.weight``.
+
+Learn-rate factors are stored on the module that owns the parameter (an attribute, so they
+survive ``copy.deepcopy`` and ``torch.save(net)``), not in ``state_dict()``: when you save a
+``state_dict``, save ``learn_rate_factors(net)`` beside it and restore it with
+``set_learn_rate_factors(net, factors)``. Each factor is mirrored on its parameter
+(:func:`learn_rate_factor_of`), for optimizers that see parameters without their modules.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from typing import Any
+
+from . import _plan, _tree
+from ._extras import require
+
+torch = require("torch", "torch", "the network functions")
+
+__all__ = [
+    "get_learn_rate_factor",
+    "gradients",
+    "learn_rate_factor_of",
+    "learn_rate_factors",
+    "learnables",
+    "set_layer_learn_rate_factors",
+    "set_learn_rate_factor",
+    "set_learn_rate_factors",
+]
+
+_FACTORS_ATTRIBUTE = "_adamupdate_learn_rate_factors"
+
+
+def _split(name: str) -> tuple[str, str]:
+    layer, _, parameter = name.rpartition(".")
+    return layer, parameter
+
+
+def _learnables(net: torch.nn.Module) -> tuple[list[str], list[torch.nn.Parameter]]:
+    names, params, _ = _learnables_and_factors(net)
+    return names, params
+
+
+def _learnables_and_factors(
+    net: torch.nn.Module,
+) -> tuple[list[str], list[torch.nn.Parameter], list[float]]:
+    """Names, parameters and learn-rate factors of the learnables, in ``named_parameters()``
+    order (modules in ``named_modules()`` order, each one's own parameters, a shared parameter
+    once), in one walk: a network step must cost the same per parameter at any size."""
+    names: list[str] = []
+    params: list[torch.nn.Parameter] = []
+    factors: list[float] = []
+    seen: set[int] = set()
+    for prefix, module in net.named_modules():
+        own = module.__dict__.get(_FACTORS_ATTRIBUTE)
+        for name, p in module._parameters.items():
+            if p is None or id(p) in seen:
+                continue
+            seen.add(id(p))
+            if p.requires_grad:
+                names.append(f"{prefix}.{name}" if prefix else name)
+                params.append(p)
+                factors.append(own.get(name, 1.0) if own else 1.0)
+    return names, params, factors
+
+
+def _table(names: list[str], values: list[Any]) -> Any:
+    pandas = require("pandas", "torch", "a Learnables table")
+
+    layers, parameters = zip(*(_split(name) for name in names)) if names else ((), ())
+    frame = pandas.DataFrame({"Layer": list(layers), "Parameter": list(parameters)})
+    frame["Value"] = pandas.Series(values, index=frame.index, dtype=object)
+    return frame
+
+
+def learnables(net: torch.nn.Module) -> Any:
+    """MATLAB's ``net.Learnables``: a pandas DataFrame with ``Layer``, ``Parameter``, ``Value``.
+
+    ``Value`` holds the network's own parameter tensors (not copies), so the table always shows
+    the current values.
+    """
+    names, params = _learnables(net)
+    return _table(names, params)
+
+
+def gradients(loss: torch.Tensor, net: torch.nn.Module, *, form: str = "table") -> Any:
+    """MATLAB's ``dlgradient(loss, net.Learnables)``: the gradient of ``loss`` for each learnable.
+
+    Parameters
+    ----------
+    loss
+        A scalar tensor computed from ``net``.
+    net
+        The network.
+    form
+        ``"table"`` (a Learnables-style DataFrame, MATLAB's form), ``"dict"`` (keyed by
+        parameter name) or ``"list"`` (``named_parameters()`` order).
+
+    Learnables that ``loss`` does not depend on get zero gradients, as in MATLAB. Uses
+    ``torch.autograd.grad``, so ``.grad`` attributes are not touched.
+    """
+    names, params = _learnables(net)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+    if form == "table":
+        return _table(names, grads)
+    if form == "dict":
+        return dict(zip(names, grads))
+    if form == "list":
+        return grads
+    raise ValueError(f"form must be 'table', 'dict' or 'list', got {form!r}")
+
+
+# --- learn-rate factors ------------------------------------------------------------------------
+
+
+def _owner(net: torch.nn.Module, layer: str | torch.nn.Module) -> tuple[str, torch.nn.Module]:
+    if isinstance(layer, torch.nn.Module):
+        for name, module in net.named_modules():
+            if module is layer:
+                return name, module
+        raise ValueError("layer: this module is not part of the network")
+    try:
+        return layer, net.get_submodule(layer)
+    except AttributeError:
+        raise ValueError(f"layer {layer!r}: the network has no such layer") from None
+
+
+def _check_parameter(module: torch.nn.Module, layer: str, parameter: str) -> None:
+    if module._parameters.get(parameter) is None:
+        own = [name for name, p in module._parameters.items() if p is not None]
+        raise ValueError(f"layer {layer!r} has no parameter {parameter!r} (it has {own or 'none'})")
+
+
+def set_learn_rate_factor(
+    net: torch.nn.Module, layer: str | torch.nn.Module, parameter: str, factor: float
+) -> torch.nn.Module:
+    """MATLAB's ``setLearnRateFactor``: the parameter's rate becomes ``learn_rate * factor``.
+
+    ``factor`` 0 freezes the parameter: :func:`adamupdate.adamupdate` leaves it and both of its
+    averages unchanged. Returns ``net``.
+    """
+    from ._validate import learn_rate as nonnegative
+
+    factor = nonnegative(factor, "factor")
+    name, module = _owner(net, layer)
+    _check_parameter(module, name, parameter)
+    factors = module.__dict__.setdefault(_FACTORS_ATTRIBUTE, {})
+    factors[parameter] = factor
+    # Mirrored on the parameter itself, for optimizers that see parameters without their
+    # modules (adamupdate.torch.Adam); the module's record is the one networks use.
+    module._parameters[parameter].__dict__[_FACTORS_ATTRIBUTE] = factor
+    return net
+
+
+def get_learn_rate_factor(
+    net: torch.nn.Module, layer: str | torch.nn.Module, parameter: str
+) -> float:
+    """MATLAB's ``getLearnRateFactor`` (1.0 unless set)."""
+    name, module = _owner(net, layer)
+    _check_parameter(module, name, parameter)
+    return module.__dict__.get(_FACTORS_ATTRIBUTE, {}).get(parameter, 1.0)
+
+
+def learn_rate_factor_of(param: torch.Tensor) -> float:
+    """The learn-rate factor set on ``param`` with :func:`set_learn_rate_factor` (1.0 unless
+    set) — for code that sees parameters without their network, such as an optimizer."""
+    return param.__dict__.get(_FACTORS_ATTRIBUTE, 1.0)
+
+
+def set_layer_learn_rate_factors(
+    net: torch.nn.Module, layer: str | torch.nn.Module, **factors: float
+) -> torch.nn.Module:
+    """A layer's factors at once, like MATLAB's ``WeightLearnRateFactor`` and
+    ``BiasLearnRateFactor`` layer options: ``set_layer_learn_rate_factors(net, "fc", weight=0,
+    bias=2)``. Keyword names are the layer's parameter names."""
+    for parameter, factor in factors.items():
+        set_learn_rate_factor(net, layer, parameter, factor)
+    return net
+
+
+def learn_rate_factors(net: torch.nn.Module) -> dict[str, float]:
+    """Every learnable's factor keyed by parameter name — save it beside a ``state_dict``."""
+    names, _, factors = _learnables_and_factors(net)
+    return dict(zip(names, factors))
+
+
+def set_learn_rate_factors(net: torch.nn.Module, factors: Mapping[str, float]) -> torch.nn.Module:
+    """Restore factors saved with :func:`learn_rate_factors`."""
+    for name, factor in factors.items():
+        set_learn_rate_factor(net, *_split(name), factor)
+    return net
+
+
+# --- the update ----------------------------------------------------------------------------------
+
+
+def _snapshot(net: torch.nn.Module) -> list[tuple]:
+    """What decides a network's learnables and their factors, module by module: its
+    parameters, children and factors, and every parameter's ``requires_grad``."""
+    return [
+        (
+            module,
+            list(module._parameters),
+            list(module._parameters.values()),
+            list(module._modules),
+            list(module._modules.values()),
+            dict(module.__dict__.get(_FACTORS_ATTRIBUTE) or {}),
+            [p is not None and p.requires_grad for p in module._parameters.values()],
+        )
+        for module in net.modules()
+    ]
+
+
+def _unchanged(net: torch.nn.Module, snapshot: list[tuple] | None) -> bool:
+    """Whether ``net`` still has the learnables and factors of ``snapshot``: the same modules
+    holding the same parameter objects, at a fraction of a walk's cost (no names are built)."""
+    if not snapshot or snapshot[0][0] is not net:
+        return False
+    same = operator.is_
+    for module, keys, values, child_keys, children, factors, requires in snapshot:
+        own, subs = module._parameters, module._modules
+        if (
+            list(own) != keys
+            or not all(map(same, own.values(), values))
+            or list(subs) != child_keys
+            or not all(map(same, subs.values(), children))
+            or (module.__dict__.get(_FACTORS_ATTRIBUTE) or {}) != factors
+            or [p is not None and p.requires_grad for p in values] != requires
+        ):
+            return False
+    return True
+
+
+def _leaves(names: list[str], value: Any, argument: str, *, state: bool) -> list[Any]:
+    """The per-learnable leaves of a table, dict or list, checked against the learnables."""
+    if state and value is None:
+        return [None] * len(names)
+    if _tree.is_table(value):
+        return _table_leaves(names, value, argument)
+    if isinstance(value, Mapping):
+        if len(value) == len(names):
+            try:  # the common case, in one C call
+                return (
+                    list(operator.itemgetter(*names)(value))
+                    if len(names) > 1
+                    else [value[names[0]]]
+                    if names
+                    else []
+                )
+            except KeyError:
+                pass  # named below
+        for name in names:
+            if name not in value:
+                layer, parameter = _split(name)
+                raise ValueError(
+                    f"{argument}: no entry for learnable {name!r} "
+                    f"(layer {layer!r}, parameter {parameter!r})"
+                )
+        if len(value) != len(names):
+            extra = next(key for key in value if key not in set(names))
+            raise ValueError(
+                f"{argument}[{extra!r}]: not a learnable of the network "
+                "(unknown, or requires_grad=False)"
+            )
+        return [value[name] for name in names]
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(names):
+            raise ValueError(
+                f"{argument}: has {len(value)} entries, the network has {len(names)} learnables"
+            )
+        return list(value)
+    raise TypeError(
+        f"{argument}: expected a Learnables table, a dict keyed by parameter name or a list, "
+        f"got {type(value).__name__}"
+    )
+
+
+def _table_leaves(names: list[str], frame: Any, argument: str) -> list[Any]:
+    for column in _tree.TABLE_COLUMNS:
+        if column not in frame.columns:
+            raise ValueError(f"{argument}: table has no {column!r} column")
+    rows = list(zip(frame["Layer"], frame["Parameter"]))
+    for row, name in enumerate(names):
+        want = _split(name)
+        if row >= len(rows):
+            raise ValueError(
+                f"{argument}: no row for layer {want[0]!r}, parameter {want[1]!r} "
+                f"(table has {len(rows)} rows, the network has {len(names)} learnables)"
+            )
+        if tuple(rows[row]) != want:
+            raise ValueError(
+                f"{argument}: row {row} is layer {rows[row][0]!r}, parameter {rows[row][1]!r}; "
+                f"expected layer {want[0]!r}, parameter {want[1]!r} (rows follow "
+                "named_parameters() order)"
+            )
+    if len(rows) > len(names):
+        layer, parameter = rows[len(names)]
+        raise ValueError(
+            f"{argument}: row {len(names)} (layer {layer!r}, parameter {parameter!r}) "
+            "is not a learnable of the network"
+        )
+    return list(frame["Value"])
+
+
+def _rebuild(names: list[str], leaves: list[Any], like: Any) -> Any:
+    if _tree.is_table(like):
+        return _table(names, leaves)
+    if isinstance(like, Mapping):
+        return dict(zip(names, leaves))
+    return type(like)(leaves) if isinstance(like, tuple) else leaves
+
+
+def update_network(
+    net: torch.nn.Module,
+    grad: Any,
+    avg_grad: Any,
+    avg_sq_grad: Any,
+    hyper: _plan.Hyperparameters,
+    *,
+    inplace: bool = False,
+    state_dtype: Any = None,
+) -> tuple[torch.nn.Module, Any, Any]:
+    """The network form of :func:`adamupdate.adamupdate` (which validates ``hyper``).
+
+    Parameters are updated in place, as MATLAB returns the updated ``dlnetwork``. So are the
+    averages that the previous call returned — they are this library's own buffers, as
+    ``torch.optim`` keeps its state — while averages from anywhere else (a checkpoint, your
+    own zeros) are copied on the first call and never written, unless ``inplace`` is true.
+    Each (device, dtype, learn-rate factor) group is one kernel call.
+    """
+    plan = _plan.attached(avg_grad, avg_sq_grad)
+    if plan is not None and plan.state_dtype is state_dtype and _unchanged(net, plan.network):
+        names, params = plan.names, plan.params
+        grads = _leaves(names, grad, "grad", state=False)
+        avg_grads = _leaves(names, avg_grad, "avg_grad", state=True)
+        avg_sq_grads = _leaves(names, avg_sq_grad, "avg_sq_grad", state=True)
+        if plan.expects(params, avg_grads, avg_sq_grads) and plan.step(
+            params, grads, avg_grads, avg_sq_grads, hyper, checked=False
+        ):
+            return net, avg_grad, avg_sq_grad
+    names, params, factors = _learnables_and_factors(net)
+    grads = _leaves(names, grad, "grad", state=False)
+    from ._api import is_empty_state
+
+    avg_grads = _leaves(
+        names, None if is_empty_state(avg_grad) else avg_grad, "avg_grad", state=True
+    )
+    avg_sq_grads = _leaves(
+        names, None if is_empty_state(avg_sq_grad) else avg_sq_grad, "avg_sq_grad", state=True
+    )
+
+    def path(argument: str, index: int) -> str:
+        layer, parameter = _split(names[index])
+        return f"{argument}[{names[index]!r}] (layer {layer!r}, parameter {parameter!r})"
+
+    plan = _plan.make(
+        params,
+        grads,
+        avg_grads,
+        avg_sq_grads,
+        path=path,
+        factors=factors,
+        inplace=True,
+        state_dtype=state_dtype,
+    )
+    plan.names, plan.network = names, _snapshot(net)
+    if not inplace:  # someone else's averages: the plan's own copies are written from now on
+        avg_grads = [None if m is None else m.detach().clone() for m in avg_grads]
+        avg_sq_grads = [None if v is None else v.detach().clone() for v in avg_sq_grads]
+    new = plan.step(params, grads, avg_grads, avg_sq_grads, hyper, checked=True)
+    assert new is not None, "a plan binds the leaves it has just checked"
+    _, new_avg, new_sq = new
+    return (
+        net,
+        _plan.attach(_rebuild(names, new_avg, grad), plan),
+        _plan.attach(_rebuild(names, new_sq, grad), plan),
+    )
