@@ -83,7 +83,7 @@ def test_missing_mlxtend_gives_install_hint(monkeypatch):
         "find_spec",
         lambda name, *a: None if name == "mlxtend" else real(name, *a),
     )
-    with pytest.raises(ModuleNotFoundError, match=r"pip install adamupdate\[demo\]"):
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'adamupdate\[demo\]'"):
         load_digits()
 
 

@@ -257,14 +257,8 @@ def _leaves(names: list[str], value: Any, argument: str, *, state: bool) -> list
         return _table_leaves(names, value, argument)
     if isinstance(value, Mapping):
         if len(value) == len(names):
-            try:  # the common case, in one C call
-                return (
-                    list(operator.itemgetter(*names)(value))
-                    if len(names) > 1
-                    else [value[names[0]]]
-                    if names
-                    else []
-                )
+            try:  # the common case: every name there
+                return list(map(value.__getitem__, names))
             except KeyError:
                 pass  # named below
         for name in names:

@@ -131,10 +131,10 @@ class Group:
         if self.inplace:  # every leaf computed: now write them back
             for column, targets in zip(outputs, (params, avg_grads, avg_sq_grads)):
                 for j, target in enumerate(targets):
-                    if not self.fresh or column is outputs[0]:
-                        if tuple(target.shape) == tuple(column[j].shape):
-                            target[...] = column[j]
-                            column[j] = target
+                    writable = not self.fresh or column is outputs[0]
+                    if writable and tuple(target.shape) == tuple(column[j].shape):
+                        target[...] = column[j]
+                        column[j] = target
         self._outputs = outputs
         self._leaves = ()
         self.fresh = False

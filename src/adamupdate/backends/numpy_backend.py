@@ -23,6 +23,7 @@ import numpy as np
 
 from .._algorithm import StepCoefficients
 from .._memory import overlaps_itself, reads_overlap, written_spans
+from .._recycle import MIN_BYTES, Recycler
 
 NAME = "numpy"
 MUTABLE = True  # arrays are updated in their own buffers
@@ -172,6 +173,7 @@ class Group:
         self._leaves: list[tuple] = []
         self._write_back: list[tuple[np.ndarray, np.ndarray]] = []
         self._keep: tuple = ()  # staged copies, alive until run()
+        self._shapes: list[tuple[int, ...]] = []
 
     # -- binding ---------------------------------------------------------------------------
 
@@ -187,7 +189,9 @@ class Group:
                 self._stage(params, grads, avg_grads, avg_sq_grads)
             self._outputs = outputs
             return True
-        if not checked and not _fits(grads, params, self.dtype):
+        if checked:
+            self._shapes = [np.shape(p) for p in params]
+        elif not self._fits(params, grads, avg_grads, avg_sq_grads):
             return False
         self._outputs = outputs
         fresh = self.fresh
@@ -206,24 +210,26 @@ class Group:
         return True
 
     def _new_outputs(self, params, avg_grads, avg_sq_grads) -> tuple[list, list, list]:
-        """The buffers the step writes: the caller's own in place (when full-size arrays),
-        new ones otherwise."""
+        """The buffers the step writes: the caller's own in place (when full-size arrays);
+        otherwise new ones — or the last call's inputs, when nothing refers to them any more
+        (see :func:`_new`)."""
+        n = len(params)
         if self.inplace:
             ps = list(params)
-            ms = list(avg_grads) if not self.fresh else [None] * len(params)
-            vs = list(avg_sq_grads) if not self.fresh else [None] * len(params)
+            ms = list(avg_grads) if not self.fresh else [None] * n
+            vs = list(avg_sq_grads) if not self.fresh else [None] * n
         else:
-            ps = [None] * len(params)
-            ms = [None] * len(params)
-            vs = [None] * len(params)
+            ps, ms, vs = [None] * n, [None] * n, [None] * n
+        dtypes = (self.dtype, self.m_dtype, self.v_dtype)
+        columns = (ps, ms, vs)
         for i, p in enumerate(params):
             shape = as_array(p).shape
-            if ps[i] is None:
-                ps[i] = np.empty(shape, self.dtype)
-            if ms[i] is None or ms[i].shape != shape:
-                ms[i] = np.empty(shape, self.m_dtype)
-            if vs[i] is None or vs[i].shape != shape:
-                vs[i] = np.empty(shape, self.v_dtype)
+            for column, dtype in zip(columns, dtypes):
+                if self.inplace:
+                    if column[i] is None or column[i].shape != shape:
+                        column[i] = np.empty(shape, dtype)
+                else:
+                    column[i] = _new(shape, dtype)
         return ps, ms, vs
 
     def _bind_kernel(self, params, grads, avg_grads, avg_sq_grads, outputs) -> bool:
@@ -256,7 +262,7 @@ class Group:
         staged_out = []
         for column in (ps, ms, vs):
             row = []
-            for i, target in enumerate(column):
+            for target in column:
                 if target.flags.c_contiguous:
                     row.append(target)
                 else:
@@ -265,20 +271,41 @@ class Group:
                     row.append(temp)
             staged_out.append(row)
         inputs = [
-            [np.ascontiguousarray(as_array(p)) for p in params],
-            [np.ascontiguousarray(as_array(g)) for g in grads],
+            [_contiguous(as_array(p)) for p in params],
+            [_contiguous(as_array(g)) for g in grads],
         ]
         if self.fresh:
             inputs += [inputs[0], inputs[1]]
         else:
             inputs += [
-                [np.ascontiguousarray(_full(m, p)) for m, p in zip(avg_grads, params)],
-                [np.ascontiguousarray(_full(v, p)) for v, p in zip(avg_sq_grads, params)],
+                [_contiguous(_full(m, p)) for m, p in zip(avg_grads, params)],
+                [_contiguous(_full(v, p)) for v, p in zip(avg_sq_grads, params)],
             ]
         rows = (*inputs, *staged_out)
         table = _addresses(rows, self.dtype, self.m_dtype, self.v_dtype, self.fresh)
         assert not isinstance(table, int), "staged copies are contiguous arrays of the dtypes"
         self._table, self._keep = table, rows
+
+    def _fits(self, params, grads, avg_grads, avg_sq_grads) -> bool:
+        """A remembered ufunc step: gradients of the parameters' dtype and planned shape, and
+        parameters and averages still of their planned shapes (an array can be reshaped or made
+        read-only under the same object) — checked before anything is written."""
+        dtype, shapes = self.dtype, self._shapes
+        for g, p, shape in zip(grads, params, shapes):
+            if type(g) is not np.ndarray or g.dtype != dtype or g.shape != shape:
+                return False
+            if np.shape(p) != shape or (self.inplace and not p.flags.writeable):
+                return False
+        if not self.fresh:
+            for state in (*avg_grads, *avg_sq_grads):
+                if type(state) is not np.ndarray:
+                    return False
+            for m, v, shape in zip(avg_grads, avg_sq_grads, shapes):
+                if m.shape != shape or v.shape != shape:
+                    return False
+                if self.inplace and not (m.flags.writeable and v.flags.writeable):
+                    return False
+        return True
 
     # -- running ---------------------------------------------------------------------------
 
@@ -294,18 +321,49 @@ class Group:
                 for leaf in self._leaves:
                     _ufunc_leaf(*leaf, c)
             self._leaves = []
+        if not self.inplace:  # the caller is about to drop these: next call's outputs
+            _RECYCLER.keep(
+                (a for column in self._originals for a in column if type(a) is np.ndarray),
+                _key,
+                _nbytes,
+            )
+        self._originals = ([], [], [])
         self.fresh = False  # the outputs are full averages: a remembered plan passes them back
 
     def outputs(self) -> tuple[list, list, list]:
         return self._outputs
 
 
-def _fits(grads: list[Any], params: list[Any], dtype: np.dtype) -> bool:
-    """A remembered plan's new gradients: plain arrays of the parameters' dtype and shape."""
-    for g, p in zip(grads, params):
-        if type(g) is not np.ndarray or g.dtype != dtype or g.shape != np.shape(p):
-            return False
-    return True
+def _reusable(array: np.ndarray) -> bool:
+    """An unreferenced array may take new values when it owns its memory (a view would refer
+    to its base, so an unreferenced base has no views)."""
+    return array.flags.owndata and array.flags.writeable
+
+
+def _key(array: np.ndarray) -> tuple:
+    return (array.shape, array.dtype)
+
+
+def _nbytes(array: np.ndarray) -> int:
+    return array.nbytes
+
+
+_RECYCLER = Recycler(_reusable)
+
+
+def _new(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A new output array: an input of an earlier call that the caller has dropped (see
+    :mod:`adamupdate._recycle`), or a fresh one."""
+    if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize < MIN_BYTES:
+        return np.empty(shape, dtype)
+    spare = _RECYCLER.take((shape, dtype))
+    return spare if spare is not None else np.empty(shape, dtype)
+
+
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    """``a`` as a C-contiguous array of the same shape (``np.ascontiguousarray`` would make a
+    0-d array 1-d)."""
+    return a if a.flags.c_contiguous else a.copy(order="C")
 
 
 def _addresses(rows, dtype, m_dtype, v_dtype, fresh) -> tuple[np.ndarray, np.ndarray] | int:

@@ -49,7 +49,6 @@ _NUMPY_DTYPES = {
 
 _SHAPE = operator.attrgetter("shape")
 _FORM_COLUMNS = (
-    type,
     operator.attrgetter("dtype"),
     operator.attrgetter("device"),
     _SHAPE,
@@ -81,7 +80,7 @@ def check_leaf(x: torch.Tensor) -> str | None:
             "(float16, bfloat16, float32, float64, complex64 or complex128)"
         )
     if type(x) in _PLAIN and x.device.type == "cpu" and x.numel():
-        needed = x.storage_offset() + 1 + sum((n - 1) * s for n, s in zip(x.shape, x.stride()))
+        needed = x.storage_offset() + _extent(x)
         if x.untyped_storage().nbytes() < needed * x.element_size():
             return "its storage holds fewer elements than its shape needs (freed or resized)"
     return None
@@ -122,8 +121,7 @@ def memory(x: torch.Tensor) -> tuple[int, int] | None:
     if type(x) not in _PLAIN or not x.numel():
         return None
     lo = x.data_ptr()
-    extent = 1 + sum((n - 1) * s for n, s in zip(x.shape, x.stride()))
-    return lo, lo + extent * x.element_size()
+    return lo, lo + _extent(x) * x.element_size()
 
 
 def internal_overlap(x: torch.Tensor) -> bool:
@@ -175,12 +173,13 @@ def group(
 def _route(param: torch.Tensor, m_dtype: torch.dtype) -> str:
     """The fastest route that computes this group's step (see the module docstring)."""
     plain = type(param) in _PLAIN
-    if plain and param.device.type == "cpu" and param.dtype in _NUMPY_DTYPES:
-        if m_dtype == param.dtype and _numba() is not None:
-            return "numba"
-    if not param.dtype.is_complex and m_dtype == param.dtype:
-        if param.device.type == "cuda" or (not plain and param.device.type in ("cpu", "cuda")):
-            return "fused"
+    same_dtypes = m_dtype == param.dtype
+    cpu = param.device.type == "cpu"
+    if plain and cpu and same_dtypes and param.dtype in _NUMPY_DTYPES and _numba() is not None:
+        return "numba"
+    fusable = param.device.type == "cuda" or (not plain and cpu)
+    if fusable and same_dtypes and not param.dtype.is_complex:
+        return "fused"
     return "foreach"
 
 
@@ -224,6 +223,7 @@ class Group:
         self._step: torch.Tensor | None = None
         self._sizes = np.empty(0, np.intp)
         self._shapes: list[torch.Size] = []
+        self._extents = np.empty(0, np.intp)  # elements each parameter's memory spans
         self._planned = np.empty((7, 0), np.intp)  # the address table a remembered call reuses
         self._spans: tuple[np.ndarray, np.ndarray] = (self._planned[0], self._planned[0])
         self._keep: tuple = ()  # staged copies and gradients, alive until run()
@@ -232,12 +232,36 @@ class Group:
 
     def bind(self, params, grads, avg_grads, avg_sq_grads, *, checked: bool) -> bool:
         if not checked:
+            if not self._fits(params, grads, avg_grads, avg_sq_grads):
+                return False
             if self.route == "numba":
                 return self._rebind(params, grads, avg_grads, avg_sq_grads)
-            if self._forms(grads) != self._grad_forms:
-                return False
         self._bind(params, grads, avg_grads, avg_sq_grads)
         return True
+
+    def _fits(self, params, grads, avg_grads, avg_sq_grads) -> bool:
+        """A remembered step's leaves still have their planned form: parameters and averages
+        their shapes (a ``.data =`` swap or a ``resize_`` under the same object changes them),
+        gradients their parameters' dtype, device, shape and memory layout, no lazy
+        conjugate or negative bit, and storage enough behind them (a storage can be resized
+        under an unchanged tensor). ~0.4 µs a tensor, all of it attribute reads."""
+        shapes = self._shapes
+        if (
+            list(map(_SHAPE, params)) != shapes
+            or self._forms(grads) != self._grad_forms
+            or not all(map(_PLAIN.__contains__, map(type, grads)))
+        ):
+            return False
+        if not self.fresh and (
+            list(map(_SHAPE, avg_grads)) != shapes or list(map(_SHAPE, avg_sq_grads)) != shapes
+        ):
+            return False
+        n = len(grads)
+        offsets = np.fromiter(map(torch.Tensor.storage_offset, grads), np.intp, n)
+        capacity = np.fromiter(
+            map(torch.UntypedStorage.nbytes, map(torch.Tensor.untyped_storage, grads)), np.intp, n
+        )
+        return bool(np.all((offsets + self._extents) * self.dtype.itemsize <= capacity))
 
     def _forms(self, tensors: list[torch.Tensor]) -> list[list]:
         """What a gradient must keep for a remembered plan: its parameter's form and layout
@@ -266,8 +290,11 @@ class Group:
             else:
                 self._bind_in_place_kernel(work_p, work_g, work_m, work_v, outputs)
         self._outputs = outputs
-        self._grad_forms = self._forms(grads)
+        # A remembered step's gradients must be laid out as the parameters are, plain tensors
+        # with no lazy bits: then the kernels can walk their memory as it is.
+        self._grad_forms = self._forms(work_p)
         self._shapes = [p.shape for p in outputs[0]]
+        self._extents = np.array([_extent(p) for p in work_p], np.intp)
 
     def _make_outputs(self, params, avg_grads, avg_sq_grads, work_p) -> tuple[list, list, list]:
         """The caller's own buffers in place (full-size ones), new ones otherwise."""
@@ -317,12 +344,7 @@ class Group:
         gradients of the planned form. ~0.5 µs a tensor, nearly all of it attribute reads."""
         address = torch.Tensor.data_ptr
         addresses = [*map(address, params), *map(address, avg_grads), *map(address, avg_sq_grads)]
-        if (
-            addresses != self._addresses
-            or self._write_back
-            or list(map(_SHAPE, params)) != self._shapes
-            or self._forms(grads) != self._grad_forms
-        ):
+        if addresses != self._addresses or self._write_back:
             return False
         n = len(params)
         table = self._planned.copy()  # the addresses just compared equal to these
@@ -405,6 +427,11 @@ class Group:
 
     def outputs(self) -> tuple[list, list, list]:
         return self._outputs
+
+
+def _extent(t: torch.Tensor) -> int:
+    """Elements from a tensor's first to its last, as its strides lay them out."""
+    return 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride())) if t.numel() else 0
 
 
 def _is_dense(t: torch.Tensor) -> bool:
