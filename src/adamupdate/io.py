@@ -42,7 +42,9 @@ do. The suffix chooses the format:
 Nothing in a file is executed or unpickled on load: NumPy reads with ``allow_pickle=False``,
 container types are looked up, never imported, and a file that is truncated, not in the format
 its suffix says, or whose manifest does not match its entries raises ``ValueError`` naming the
-file (and the entry). Writing is atomic: a temporary file in the same folder is renamed over
+file (and the entry). A ``.mat`` file's element structure is checked before SciPy's reader sees it,
+since that reader crashes the process on some malformed files (one flipped byte suffices in
+SciPy 1.17). Writing is atomic: a temporary file in the same folder is renamed over
 ``path`` when complete.
 
 MATLAB networks: :func:`matlab_learnables` turns a PyTorch network's ``Conv2d`` and ``Linear``
@@ -59,15 +61,18 @@ from __future__ import annotations
 import errno
 import importlib
 import json
+import math
 import os
 import re
 import secrets
 import struct
 import sys
 import warnings
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +90,10 @@ _SUFFIXES = {".npz": "npz", ".safetensors": "safetensors", ".mat": "mat"}
 _MAX_DEPTH = 200  # nesting accepted in a manifest (a guard against hostile files)
 _MATLAB_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}\Z")
 _NAMED_DTYPES = {"bfloat16": np.dtype("<u2")}  # dtypes NumPy lacks: stored as their bits
+_PLAIN_DTYPE = re.compile(r"\|b1|[<>|][iu][1248]|[<>]f[248]|[<>]c(8|16)")  # NumPy's .str
 _STRING_DTYPES = ("python", "pyarrow")
+_SCALAR_LIBS = ("float", "complex", "numpy-scalar")  # where an array leaf came from
+_LIBS = (*_SCALAR_LIBS, "numpy", "torch", "jax")
 
 
 class _BadFile(Exception):
@@ -311,11 +319,9 @@ def _parse_tag(tag: Any, where: str) -> np.dtype:
     """The stored dtype of a manifest tag (a named dtype's bits), validated."""
     if isinstance(tag, str) and tag in _NAMED_DTYPES:
         return _NAMED_DTYPES[tag]
-    try:
-        dtype = np.dtype(tag) if isinstance(tag, str) else None
-    except TypeError:
-        dtype = None
-    if dtype is None or dtype.str != tag or dtype.kind not in "biufc":
+    plain = isinstance(tag, str) and _PLAIN_DTYPE.fullmatch(tag)  # no other text reaches np.dtype
+    dtype = np.dtype(tag) if plain else None
+    if dtype is None or dtype.str != tag:
         raise _BadFile(f"{where}: unknown dtype {tag!r} in the manifest")
     return dtype
 
@@ -735,7 +741,7 @@ class _Decoder:
         data = self.entries[entry]
         dtype = _parse_tag(tag, where)
         store = node.get("store")
-        if node.get("pairs") is True:
+        if node.get("pairs") is True and dtype.kind == "c":
             data = np.ascontiguousarray(data).view(dtype.newbyteorder("<"))
             data = data.reshape(tuple(node["shape"]))
         elif store == "<f4":
@@ -763,6 +769,8 @@ class _Decoder:
             return value
         if kind == "array":
             lib = _get(node, "lib", str, where)
+            if lib not in _LIBS or (lib in _SCALAR_LIBS and node.get("shape") != []):
+                raise _BadFile(f"{where}: malformed manifest (bad lib {lib!r} or shape)")
             return _finish_leaf(self.raw(node, where), lib, template, where)
         if kind in ("list", "tuple"):
             items = _get(node, "items", list, where)
@@ -1059,6 +1067,10 @@ def _like_plain(value: Any, template: Any, where: str) -> Any:
         templates = _sequence_templates(template, len(value), where)
         return [_like_plain(v, t, _sub(where, i)) for i, (v, t) in enumerate(zip(value, templates))]
     if isinstance(value, np.ndarray):
+        if value.dtype.kind == "V" and value.dtype.name in _NAMED_DTYPES:  # e.g. BF16 entries
+            return _convert(
+                _Raw(value.view(_NAMED_DTYPES[value.dtype.name]), "bfloat16"), template, where
+            )
         return _convert(_Raw(value, value.dtype.str), template, where)
     return value
 
@@ -1298,24 +1310,197 @@ def _write_mat(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> Non
             stream.write(_MAT_HEADER)
 
 
-def _loadmat(path: Path, mat_dtype: bool) -> dict[str, Any]:
+# MAT v5 element types (miINT8 ...) and array classes (mxCELL_CLASS ...), from MATLAB's
+# "MAT-File Format" document; _MI_ITEMSIZE holds the numeric element types.
+_MI_ITEMSIZE = {1: 1, 2: 1, 3: 2, 4: 2, 5: 4, 6: 4, 7: 4, 9: 8, 12: 8, 13: 8}
+_MI_UINT32, _MI_MATRIX, _MI_COMPRESSED = 6, 14, 15
+_MI_STRINGS = (1, 16)  # miINT8, miUTF8: names
+_MI_CHARS = (1, 2, 4, 16, 17, 18)  # int8, uint8, uint16, utf8, utf16, utf32
+_MX_CELL, _MX_STRUCT, _MX_OBJECT, _MX_CHAR, _MX_SPARSE = 1, 2, 3, 4, 5
+_MX_NUMERIC = range(6, 16)
+_MX_FUNCTION, _MX_OPAQUE = 16, 17
+_MAT_NESTING = 100
+
+
+class _Mat5Check:
+    """Walks a MAT v5 file's element tree before SciPy reads it.
+
+    SciPy's reader (compiled) trusts the file: an element type it does not expect (a flipped
+    byte) makes it index past its type table and crash the process. This check accepts only
+    well-formed files (every element inside its parent, the types and sizes MATLAB writes,
+    no MATLAB objects, bounded nesting), so that SciPy sees nothing it cannot handle.
+    """
+
+    def __init__(self, data: bytes, order: str) -> None:
+        self.data = data
+        self.order = order
+
+    def tag(self, pos: int, end: int) -> tuple[int, int, int, int]:
+        """``(type, nbytes, data start, next element)`` of the element at ``pos``."""
+        if pos + 8 > end:
+            raise _BadFile("truncated (an element runs past the end of its parent)")
+        first, second = struct.unpack_from(self.order + "II", self.data, pos)
+        if first >> 16:  # small data element: 2-byte size, 2-byte type, 4 bytes of data
+            if first >> 16 > 4:
+                raise _BadFile("malformed small data element")
+            return first & 0xFFFF, first >> 16, pos + 4, pos + 8
+        following = pos + 8 + (second + 7) // 8 * 8
+        if pos + 8 + second > end or following > end:
+            raise _BadFile("truncated (an element runs past the end of its parent)")
+        return first, second, pos + 8, following
+
+    def variable(self, pos: int, end: int) -> str:
+        """Check the top-level miMATRIX at ``pos`` (spanning to ``end``); return its name."""
+        kind, size, start, _ = self.tag(pos, end)
+        if kind != _MI_MATRIX or size == 0 or start + size != end:
+            raise _BadFile("malformed variable")
+        names: list[str] = []
+        if self.array(start, end, "", 0, names) != end:
+            raise _BadFile(f"variable {names[0]!r} is not the size it claims")
+        return names[0]
+
+    def matrix(self, pos: int, end: int, where: str, depth: int) -> int:
+        kind, size, start, following = self.tag(pos, end)
+        if kind != _MI_MATRIX or size % 8:
+            raise _BadFile(f"{where}: malformed element")
+        if size and self.array(start, start + size, where, depth, []) != start + size:
+            raise _BadFile(f"{where}: not the size it claims")
+        return following
+
+    def refuse_object(self, where: str, kind: int, start: int, size: int) -> None:
+        if not where and kind in _MI_STRINGS:
+            where = bytes(self.data[start : start + size]).decode("latin1")
+        raise _BadFile(
+            f"{where or 'a variable'} is a MATLAB object or function handle, which cannot be "
+            f"read outside MATLAB; convert it there (e.g. table2struct, extractdata, char) and "
+            f"save again"
+        )
+
+    def numeric(self, pos: int, end: int, count: int | None, where: str) -> int:
+        kind, size, _, following = self.tag(pos, end)
+        itemsize = _MI_ITEMSIZE.get(kind)
+        if itemsize is None or (count is not None and size != count * itemsize):
+            raise _BadFile(f"{where}: malformed numeric data")
+        return following
+
+    def array(self, pos: int, end: int, where: str, depth: int, names: list[str]) -> int:
+        """Check a matrix's contents (flags, dims, name, data); return where they end."""
+        if depth > _MAT_NESTING:
+            raise _BadFile(f"{where}: nested more than {_MAT_NESTING} levels deep")
+        kind, size, start, pos = self.tag(pos, end)
+        if kind != _MI_UINT32 or size != 8:
+            raise _BadFile(f"{where}: malformed array flags")
+        (flags,) = struct.unpack_from(self.order + "I", self.data, start)
+        mclass, complex_ = flags & 0xFF, bool(flags & 0x800)
+        kind, size, start, pos = self.tag(pos, end)
+        if mclass == _MX_OPAQUE:  # a classdef object: its name follows the flags
+            self.refuse_object(where, kind, start, size)
+        if kind not in (5, 6) or size % 4 or not 8 <= size <= 128:
+            raise _BadFile(f"{where}: malformed dimensions")
+        dims = struct.unpack_from(f"{self.order}{size // 4}i", self.data, start)
+        if min(dims) < 0:
+            raise _BadFile(f"{where}: negative dimensions")
+        count = math.prod(dims)
+        kind, size, start, pos = self.tag(pos, end)
+        if kind not in _MI_STRINGS:
+            raise _BadFile(f"{where}: malformed name")
+        if mclass == _MX_FUNCTION:
+            self.refuse_object(where, kind, start, size)
+        name = bytes(self.data[start : start + size]).decode("latin1")
+        names.append(name)
+        where = where or name
+        if mclass in _MX_NUMERIC:
+            pos = self.numeric(pos, end, count, where)
+            return self.numeric(pos, end, count, where) if complex_ else pos
+        if mclass == _MX_CHAR:
+            kind, _, _, pos = self.tag(pos, end)
+            if kind not in _MI_CHARS:
+                raise _BadFile(f"{where}: malformed characters")
+            return pos
+        if mclass == _MX_SPARSE:
+            if len(dims) != 2:
+                raise _BadFile(f"{where}: malformed sparse matrix")
+            # row indices, column pointers, values (MATLAB may store logical values as bytes
+            # under a double tag, so their sizes are left to SciPy, which checks them)
+            for _ in range(4 if complex_ else 3):
+                pos = self.numeric(pos, end, None, where)
+            return pos
+        if mclass == _MX_CELL:
+            if count * 8 > end - pos:
+                raise _BadFile(f"{where}: truncated cell array")
+            for i in range(count):
+                pos = self.matrix(pos, end, f"{where}{{{i + 1}}}", depth + 1)
+            return pos
+        if mclass not in (_MX_STRUCT, _MX_OBJECT):
+            raise _BadFile(f"{where}: unknown MATLAB class {mclass}")
+        if mclass == _MX_OBJECT:  # class name, then as a structure
+            kind, _, _, pos = self.tag(pos, end)
+            if kind not in _MI_STRINGS:
+                raise _BadFile(f"{where}: malformed class name")
+        kind, size, start, pos = self.tag(pos, end)
+        if kind not in (5, 6) or size != 4:
+            raise _BadFile(f"{where}: malformed field name length")
+        (length,) = struct.unpack_from(self.order + "i", self.data, start)
+        kind, size, start, pos = self.tag(pos, end)
+        if kind not in _MI_STRINGS or length <= 0 or size % length:
+            raise _BadFile(f"{where}: malformed field names")
+        fields = [self.data[start + i : start + i + length] for i in range(0, size, length)]
+        if not all(b"\0" in field for field in fields):  # SciPy reads each up to a NUL
+            raise _BadFile(f"{where}: malformed field names")
+        if count * len(fields) * 8 > end - pos:
+            raise _BadFile(f"{where}: truncated structure")
+        for i in range(count * len(fields)):
+            field = bytes(fields[i % len(fields)]).split(b"\0")[0].decode("latin1")
+            pos = self.matrix(pos, end, f"{where}.{field}", depth + 1)
+        return pos
+
+
+def _check_mat5(data: bytes) -> None:
+    """Refuse anything but a well-formed MAT v5 (MATLAB -v6/-v7) file; see _Mat5Check."""
+    if len(data) < 128:
+        raise _BadFile("too short to be a MAT-file")
+    order = {b"IM": "<", b"MI": ">"}.get(bytes(data[126:128]))
+    if order is None:
+        raise _BadFile("not a MATLAB v5/v7 MAT-file")
+    (version,) = struct.unpack_from(order + "H", data, 124)
+    if version == 0x0200:
+        raise _BadFile("MATLAB v7.3 (HDF5) MAT-files are not supported; in MATLAB, save with -v7")
+    if version != 0x0100:
+        raise _BadFile(f"unknown MAT-file version {version:#x}")
+    check, pos = _Mat5Check(data, order), 128
+    while pos < len(data):
+        if pos + 8 > len(data):
+            raise _BadFile("truncated")
+        kind, size = struct.unpack_from(order + "II", data, pos)
+        stop = pos + 8 + size
+        if stop > len(data):
+            raise _BadFile("truncated")
+        if kind == _MI_COMPRESSED:
+            try:
+                inner = zlib.decompress(data[pos + 8 : stop])
+            except zlib.error as error:
+                raise _BadFile(f"a compressed variable is corrupt ({error})") from None
+            _Mat5Check(inner, order).variable(0, len(inner))
+        elif kind == _MI_MATRIX:
+            check.variable(pos, stop)
+        else:
+            raise _BadFile(f"unexpected element type {kind} at byte {pos}")
+        pos = stop
+
+
+def _loadmat(data: bytes, path: Path, mat_dtype: bool) -> dict[str, Any]:
     scipy_io = _require("scipy.io", "reading .mat files")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            with open(path, "rb") as stream:
-                contents = scipy_io.loadmat(
-                    stream,
-                    mat_dtype=mat_dtype,
-                    squeeze_me=False,
-                    chars_as_strings=True,
-                    struct_as_record=True,
-                    verify_compressed_data_integrity=True,
-                )
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            raise
-        except NotImplementedError as error:  # v7.3 (HDF5)
-            raise _BadFile(f"not readable: {error} (in MATLAB, save with -v7)") from None
+            contents = scipy_io.loadmat(
+                BytesIO(data),
+                mat_dtype=mat_dtype,
+                squeeze_me=False,
+                chars_as_strings=True,
+                struct_as_record=True,
+                verify_compressed_data_integrity=True,
+            )
         except Exception as error:  # SciPy raises many kinds on a corrupt file
             raise _BadFile(f"not a readable .mat file: {type(error).__name__}: {error}") from None
     for warning in caught:
@@ -1328,12 +1513,13 @@ def _loadmat(path: Path, mat_dtype: bool) -> dict[str, Any]:
 
 
 def _read_mat(path: Path) -> tuple[Any, dict[str, Any]]:
-    contents = _loadmat(path, mat_dtype=False)
+    data = path.read_bytes()
+    _check_mat5(data)
+    contents = _loadmat(data, path, mat_dtype=False)
     if _MAT_MANIFEST not in contents:
-        with open(path, "rb") as stream:
-            if stream.read(len(_MAT_HEADER)) == _MAT_HEADER:
-                raise _BadFile(f"written by adamupdate.io but {_MAT_MANIFEST!r} is missing")
-        typed = _loadmat(path, mat_dtype=True)  # each array's MATLAB class (logical, double...)
+        if data.startswith(_MAT_HEADER):
+            raise _BadFile(f"written by adamupdate.io but {_MAT_MANIFEST!r} is missing")
+        typed = _loadmat(data, path, mat_dtype=True)  # each array's class (logical, double...)
         return None, {
             name: _from_matlab_file(value, typed[name], name) for name, value in contents.items()
         }
