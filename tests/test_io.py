@@ -195,12 +195,29 @@ def test_containers_python_scalars_and_key_types(tmp_path, suffix):
         False: "bool key",
         "z": np.empty((0, 3)),
     }
-    loaded = roundtrip(tmp_path, suffix, tree=tree, none=None, number=3, one=1.0)
+    loaded = roundtrip(tmp_path, suffix, tree=tree, none=None, number=3, one=1.0, path="p")
     assert_same(loaded["tree"], tree)
     assert loaded["none"] is None
     assert type(loaded["number"]) is int and loaded["number"] == 3
     assert type(loaded["one"]) is float and loaded["one"] == 1.0
     assert type(loaded["tree"]["point"]) is Point
+    assert loaded["path"] == "p"  # save's own argument is positional-only
+
+
+def test_container_subclasses_come_back_with_like(tmp_path):
+    class Bag(list):
+        pass
+
+    tree = {"bag": Bag([1]), "counts": collections.defaultdict(int, a=1)}
+    for suffix in FORMATS:
+        path = tmp_path / f"sub{suffix}"
+        aio.save(path, tree=tree)
+        with pytest.warns(UserWarning, match="returned as a"):
+            plain = aio.load(path)["tree"]
+        assert type(plain["bag"]) is list and type(plain["counts"]) is dict
+        typed = aio.load(path, like={"tree": tree})["tree"]
+        assert type(typed["bag"]) is Bag and typed["bag"] == [1]
+        assert type(typed["counts"]) is collections.defaultdict and typed["counts"]["b"] == 0
 
 
 # ------------------------------------------------------------------------------------------
@@ -302,6 +319,23 @@ def test_like_casts_to_the_template_dtype_and_keeps_zero_d_states(tmp_path):
     assert out["avg"][0].shape == () and out["avg"][0].dtype == torch.float32
     assert out["avg"][1].dtype == torch.float32 and torch.equal(out["avg"][1], torch.ones(3))
     assert type(out["n"]) is np.float32 and out["n"] == 2
+
+
+@pytest.mark.gpu
+def test_cuda_tensors_save_and_come_back_on_the_device(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device for PyTorch")
+    params = {
+        "w": torch.randn(64, 3, device="cuda"),
+        "h": torch.randn(5, device="cuda", dtype=torch.bfloat16),
+    }
+    for suffix in FORMATS:
+        path = tmp_path / f"cuda{suffix}"
+        aio.save(path, params=params)
+        out = aio.load(path, like={"params": params})["params"]
+        for name, tensor in params.items():
+            assert out[name].device == tensor.device and out[name].dtype == tensor.dtype
+            assert torch.equal(out[name], tensor)
 
 
 def test_jax_leaves_with_like(tmp_path):
@@ -666,9 +700,12 @@ def test_importing_io_imports_no_optional_package():
     ("suffix", "module"), [(".safetensors", "safetensors"), (".mat", "scipy.io")]
 )
 def test_missing_optional_package_names_the_extra(tmp_path, monkeypatch, suffix, module):
+    aio.save(tmp_path / f"x{suffix}", a=1)
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
     with pytest.raises(ImportError, match=r"pip install 'adamupdate\[io\]'"):
         aio.save(tmp_path / f"x{suffix}", a=1)
+    with pytest.raises(ImportError, match=r"pip install 'adamupdate\[io\]'"):
+        aio.load(tmp_path / f"x{suffix}")
 
 
 # ------------------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ import struct
 import sys
 import warnings
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from io import BytesIO
@@ -185,7 +185,11 @@ def load(path: str | os.PathLike[str], *, like: Mapping[str, Any] | None = None)
     Returns
     -------
     dict
-        ``{name: value}`` in the order saved.
+        ``{name: value}`` in the order saved. Containers come back as saved: ``dict`` (keys and
+        their order), ``list``, ``tuple``, ``OrderedDict``, pandas tables. A namedtuple comes
+        back as its own class if ``like`` gives it or its module is already imported (``load``
+        never imports a module a file names); otherwise as a ``dict`` of its fields, with a
+        warning. Other ``list``/``tuple``/``dict`` subclasses likewise need ``like``.
 
     Raises
     ------
@@ -956,6 +960,8 @@ def _container(base: type, spec: Any, template: Any, values: Any, where: str) ->
     if not isinstance(spec, str):
         raise _BadFile(f"{where}: malformed manifest (bad type)")
     if template is not None and _type_name(type(template)) == spec:
+        if isinstance(template, defaultdict):
+            return type(template)(template.default_factory, values)
         return type(template)(values)
     if spec == "collections:OrderedDict":
         return OrderedDict(values)
