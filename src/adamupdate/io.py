@@ -1259,9 +1259,8 @@ def _to_matlab(node: dict, arrays: dict[str, np.ndarray]) -> Any:
             return np.zeros((0, 0))
         return np.str_(node["value"])
     if kind == "array":
-        array = arrays[node["entry"]]
-        shape = (*node["shape"], 2) if node.get("pairs") else tuple(node["shape"])
-        return array.reshape(_matlab_shape(shape) if len(shape) < 2 else shape)
+        shape = tuple(node["shape"])  # MATLAB needs >= 2 dims: 0-d is 1x1, 1-D a column
+        return arrays[node["entry"]].reshape(_matlab_shape(shape) if len(shape) < 2 else shape)
     if kind in ("list", "tuple"):
         return _cell([_to_matlab(item, arrays) for item in node["items"]])
     if kind in ("dict", "namedtuple"):
