@@ -918,6 +918,7 @@ def _paths(node, prefix=()):
             yield from _paths(value, (*prefix, i))
 
 
+@pytest.mark.filterwarnings("ignore:.*saved as:UserWarning")  # damaged type names
 @pytest.mark.parametrize("suffix", FORMATS)
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -942,6 +943,7 @@ def test_damaged_manifest_raises_only_value_error(tmp_path, suffix, data):
         assert str(path) in str(error)
 
 
+@pytest.mark.filterwarnings("ignore:.*saved as:UserWarning")  # damaged type names
 @pytest.mark.parametrize("suffix", FORMATS)
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
