@@ -113,9 +113,9 @@ def ours_kernel(case: Case, params: list[np.ndarray], grads: list[np.ndarray]) -
     """The numba kernel called directly on an address table: our floor without a front end."""
     _require("numba")
     from adamupdate._algorithm import coefficients
-    from adamupdate.kernels import numba_adam
+    from adamupdate.kernels import numba_step
 
-    if not numba_adam.available() or not numba_adam.supports(case.dtype):
+    if not numba_step.available() or not numba_step.supports(case.dtype):
         raise Skip(f"numba kernel unavailable for {case.dtype}")
     p = [a.copy() for a in params]
     g = [a.copy() for a in grads]
@@ -129,7 +129,7 @@ def ours_kernel(case: Case, params: list[np.ndarray], grads: list[np.ndarray]) -
 
     def step() -> None:
         t[0] += 1
-        numba_adam.run(addresses, sizes, dtype, False, coefficients(LR, B1, B2, EPS, t[0]))
+        numba_step.run(addresses, sizes, dtype, False, coefficients(LR, B1, B2, EPS, t[0]))
 
     step.arrays = rows  # type: ignore[attr-defined]  # the memory behind the addresses
     return step

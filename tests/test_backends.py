@@ -546,15 +546,17 @@ def test_backends_agree_with_each_other(dtype):
 def torch_route_step(route, ps, gs, ms, vs, c):
     """One step of torch tensors through a forced route of the torch backend's group step."""
     from adamupdate.backends import torch_backend
+    from adamupdate.rules import adam
 
     n, dtype = len(ps), ps[0].dtype
     fresh = ms is None
     group = torch_backend.group(
-        dtype, (dtype, dtype), fresh=fresh, inplace=False, params=ps, route=route
+        adam.RULE, dtype, (dtype, dtype), fresh=fresh, inplace=False, params=ps, route=route
     )
-    assert group.bind(ps, gs, ms or [None] * n, vs or [None] * n, checked=True)
+    assert group.bind(ps, gs, [ms or [None] * n, vs or [None] * n], checked=True)
     group.run(c)
-    return group.outputs()
+    new_params, (new_m, new_v) = group.outputs()
+    return new_params, new_m, new_v
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -1,4 +1,4 @@
-"""The numba kernel (adamupdate.kernels.numba_adam) against NumPy, bitwise, on every code path.
+"""The numba kernel (adamupdate.kernels.numba_step) against NumPy, bitwise, on every code path.
 
 The kernel promises NumPy's exact arithmetic (same operations, order and precision), so the
 comparisons here are on bit patterns, not tolerances; one test also checks it against an
@@ -22,7 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adamupdate._algorithm import coefficients, reference_step, update_moment
-from adamupdate.kernels import numba_adam as nk
+from adamupdate.kernels import numba_step as nk
+from adamupdate.rules import adam
 
 pytestmark = [
     pytest.mark.skipif(not nk.available(), reason="numba is not installed"),
@@ -419,11 +420,14 @@ def test_numpy_backend_group_stages_what_the_kernel_cannot_walk(
         expected.append(reference_step(np, p.copy(), g, m, v, COEF))
         columns.append((p, g, m, v))
     params, grads, ms, vs = (list(col) for col in zip(*columns, strict=True))
-    group = numpy_backend.group(f32, (f32, f32), fresh=fresh, inplace=inplace, params=params)
+    group = numpy_backend.group(
+        adam.RULE, f32, (f32, f32), fresh=fresh, inplace=inplace, params=params
+    )
     assert group.kernel is nk
-    assert group.bind(params, grads, ms, vs, checked=True)
+    assert group.bind(params, grads, [ms, vs], checked=True)
     group.run(COEF)
-    outs = group.outputs()
+    new_params, (new_m, new_v) = group.outputs()
+    outs = (new_params, new_m, new_v)
     if inplace:
         assert all(a is b for a, b in zip(outs[0], params, strict=True))
         if not fresh:
@@ -525,7 +529,7 @@ def test_compile(dtype: type) -> None:
 _FORK_SCRIPT = """
 import os, numpy as np
 from adamupdate._algorithm import coefficients, reference_step
-from adamupdate.kernels import numba_adam as nk
+from adamupdate.kernels import numba_step as nk
 c = coefficients(0.01, 0.9, 0.999, 1e-8, 3)
 rng = np.random.default_rng(9)
 p, g, m = (rng.standard_normal(300001).astype(np.float32) for _ in range(3))
@@ -559,7 +563,7 @@ _NO_NUMBA_SCRIPT = """
 import sys
 sys.modules['numba'] = None  # as if not installed: `import numba` raises ImportError
 import numpy as np
-from adamupdate.kernels import numba_adam as k
+from adamupdate.kernels import numba_step as k
 assert k.available() is False and k.supports('float32')
 assert k.inspect(np.empty((7, 0), np.intp), np.dtype('float32'), False) == -1
 for call in (k.compile, lambda: k.fused_step_many([], [], None, None, [], [], [], None)):

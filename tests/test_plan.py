@@ -102,9 +102,9 @@ def makes(monkeypatch):
     calls = []
     real = _plan.make
 
-    def counting(params, *args, **kwargs):
+    def counting(rule, params, *args, **kwargs):
         calls.append(len(params))
-        return real(params, *args, **kwargs)
+        return real(rule, params, *args, **kwargs)
 
     monkeypatch.setattr(_plan, "make", counting)
     return calls

@@ -229,6 +229,7 @@ def test_iteration_above_float32_range_in_torch(route):
     torch = pytest.importorskip("torch")
     from adamupdate._algorithm import coefficients
     from adamupdate.backends import torch_backend
+    from adamupdate.rules import adam
 
     if route == "numba":
         pytest.importorskip("numba")
@@ -236,6 +237,7 @@ def test_iteration_above_float32_range_in_torch(route):
     for iteration in (10**300, 10**5):
         params, grad = torch.zeros(3), torch.ones(3)
         group = torch_backend.group(
+            adam.RULE,
             torch.float32,
             (torch.float32,) * 2,
             fresh=True,
@@ -243,7 +245,7 @@ def test_iteration_above_float32_range_in_torch(route):
             params=[params],
             route=route,
         )
-        assert group.bind([params], [grad], [None], [None], checked=True)
+        assert group.bind([params], [grad], [[None], [None]], checked=True)
         group.run(
             coefficients(
                 HP["learn_rate"], HP["grad_decay"], HP["sq_grad_decay"], HP["epsilon"], iteration

@@ -6,10 +6,11 @@ backends in :mod:`adamupdate.backends`.
 
 from __future__ import annotations
 
-import operator
 from typing import Any, TypeVar
 
-from . import _plan, _tree, _validate
+from . import _validate
+from ._solve import solve
+from .rules import adam
 
 T = TypeVar("T")
 
@@ -103,107 +104,22 @@ def adamupdate(
     >>> float(-params[0, 0, 0])  # every parameter drops by 0.05·√0.05/(√0.05 + 1e-8)
     0.04999999776393212
     """
-    hyper = _hyperparameters(iteration, learn_rate, grad_decay, sq_grad_decay, epsilon)
-    if not isinstance(inplace, bool):
-        raise TypeError(f"inplace must be True or False, got {inplace!r}")
-    if _plan.is_module(params):
-        from .network import update_network
-
-        return update_network(
-            params, grad, avg_grad, avg_sq_grad, hyper, inplace=inplace, state_dtype=state_dtype
-        )
-    plan = _plan.attached(avg_grad, avg_sq_grad)
-    if plan is not None and plan.inplace == inplace and plan.state_dtype is state_dtype:
-        outputs = _remembered_step(plan, params, grad, avg_grad, avg_sq_grad, hyper)
-        if outputs is not None:
-            return outputs
-    return _planned_step(params, grad, avg_grad, avg_sq_grad, hyper, inplace, state_dtype)
-
-
-def _remembered_step(plan, params, grad, avg_grad, avg_sq_grad, hyper) -> tuple | None:
-    """The step of a plan carried by the averages, when this call passes the very leaves it
-    last produced; ``None`` (nothing written) when anything differs."""
-    node, state_node = plan.nodes
-    param_leaves = _tree.same_structure_leaves(node, params)
-    avg_leaves = _tree.same_structure_leaves(state_node, avg_grad)
-    sq_leaves = _tree.same_structure_leaves(state_node, avg_sq_grad)
-    grad_leaves = _tree.same_structure_leaves(node, grad)
-    if None in (param_leaves, avg_leaves, sq_leaves, grad_leaves):
-        return None
-    if not plan.expects(param_leaves, avg_leaves, sq_leaves):
-        return None
-    new = plan.step(param_leaves, grad_leaves, avg_leaves, sq_leaves, hyper, checked=False)
-    if new is None:
-        return None
-    if plan.inplace:  # the same containers, updated in their buffers
-        return params, avg_grad, avg_sq_grad
-    return _outputs(plan, params, new)
-
-
-def _planned_step(params, grad, avg_grad, avg_sq_grad, hyper, inplace, state_dtype) -> tuple:
-    param_leaves, node = _tree.flatten(params)
-    grad_leaves = _tree.leaves_like(node, grad, "grad")
-    avg_leaves = _state_leaves(node, avg_grad, "avg_grad")
-    sq_leaves = _state_leaves(node, avg_sq_grad, "avg_sq_grad")
-
-    def path(argument: str, index: int) -> str:
-        return _tree.format_path(argument, _tree.leaf_path(node, index))
-
-    plan = _plan.make(
-        param_leaves,
-        grad_leaves,
-        avg_leaves,
-        sq_leaves,
-        path=path,
-        inplace=inplace,
-        state_dtype=state_dtype,
+    hyper = _adam_hyperparameters(iteration, learn_rate, grad_decay, sq_grad_decay, epsilon)
+    params, (avg_grad, avg_sq_grad) = solve(
+        adam.RULE, params, grad, (avg_grad, avg_sq_grad), hyper, inplace, state_dtype
     )
-    # The averages mirror grad: for a table that means grad's own Layer/Parameter columns.
-    state_node = _tree.flatten(grad)[1] if _tree.contains_table(node) else node
-    plan.nodes = (node, state_node)
-    new = plan.step(param_leaves, grad_leaves, avg_leaves, sq_leaves, hyper, checked=True)
-    assert new is not None, "a plan binds the leaves it has just checked"
-    return _outputs(
-        plan,
-        params,
-        new,
-        originals=(param_leaves, avg_leaves, sq_leaves),
-        states=(avg_grad, avg_sq_grad),
-    )
+    return params, avg_grad, avg_sq_grad
 
 
-def _outputs(plan, params, new, originals=None, states=None) -> tuple:
-    """The containers around the new leaves; the averages carry the plan. In place, a
-    container whose every leaf was updated in its own buffer comes back as it is."""
-    node, state_node = plan.nodes
-    new_params, new_avg, new_sq = new
-    if originals is not None and plan.inplace and not _tree.contains_table(node):
-        same = [all(map(operator.is_, a, b)) for a, b in zip(new, originals)]
-        out_params = params if same[0] else _tree.unflatten(node, new_params)
-        out_avg = states[0] if same[1] else _plan.attach(_tree.unflatten(state_node, new_avg), plan)
-        out_sq = states[1] if same[2] else _plan.attach(_tree.unflatten(state_node, new_sq), plan)
-        if same[1] and same[2] and _plan.attached(out_avg, out_sq) is not plan:
-            out_avg, out_sq = (
-                _plan.attach(_tree.unflatten(state_node, leaves), plan)
-                for leaves in (new_avg, new_sq)
-            )
-        return out_params, out_avg, out_sq
-    return (
-        _tree.unflatten(node, new_params),
-        _plan.attach(_tree.unflatten(state_node, new_avg), plan),
-        _plan.attach(_tree.unflatten(state_node, new_sq), plan),
-    )
-
-
-def _hyperparameters(
+def _adam_hyperparameters(
     iteration: Any, learn_rate: Any, grad_decay: Any, sq_grad_decay: Any, epsilon: Any
-) -> _plan.Hyperparameters:
+) -> adam.Hyperparameters:
     xp = None
     if _validate.is_traced(iteration):
         import jax.numpy as xp  # inside jax.jit: the value is unknown, its form is not checked
     else:
         iteration = _validate.iteration(iteration)
-    return _plan.Hyperparameters(
+    return adam.Hyperparameters(
         learn_rate=_validate.learn_rate(learn_rate),
         grad_decay=_validate.decay(grad_decay, "grad_decay"),
         sq_grad_decay=_validate.decay(sq_grad_decay, "sq_grad_decay"),
@@ -211,21 +127,3 @@ def _hyperparameters(
         iteration=iteration,
         xp=xp,
     )
-
-
-def is_empty_state(state: Any) -> bool:
-    """MATLAB's ``[]``: ``None``, an empty list or tuple, or an array with no elements."""
-    if state is None:
-        return True
-    if isinstance(state, (list, tuple)):
-        return len(state) == 0 and not hasattr(type(state), "_fields")
-    if _tree.is_table(state) or isinstance(state, dict):
-        return False
-    size = state.numel() if hasattr(state, "numel") else getattr(state, "size", None)
-    return size == 0
-
-
-def _state_leaves(node: _tree.Node, state: Any, name: str) -> list[Any]:
-    if is_empty_state(state):
-        return [None] * node.size
-    return _tree.leaves_like(node, state, name, allow_empty=True)

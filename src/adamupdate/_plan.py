@@ -30,30 +30,8 @@ from types import ModuleType
 from typing import Any
 
 from . import _memory, _tree
-from ._algorithm import StepCoefficients, coefficients
 from ._dispatch import backend_of
-
-
-@dataclass(frozen=True)
-class Hyperparameters:
-    """Validated scalar arguments; ``xp`` is set when ``iteration`` is traced inside jax.jit."""
-
-    learn_rate: float
-    grad_decay: float
-    sq_grad_decay: float
-    epsilon: float
-    iteration: Any
-    xp: Any = None
-
-    def coefficients(self, factor: float = 1.0) -> StepCoefficients:
-        return coefficients(
-            self.learn_rate * factor,
-            self.grad_decay,
-            self.sq_grad_decay,
-            self.epsilon,
-            self.iteration,
-            self.xp,
-        )
+from .rules import Rule
 
 
 @dataclass(eq=False)
@@ -64,85 +42,83 @@ class Group:
     backend: ModuleType
     indices: list[int]
     factor: float
-    state_dtypes: tuple[Any, Any]
+    state_dtypes: tuple[Any, ...]
     step: Any = None
 
 
 @dataclass(eq=False)
 class Plan:
-    """A checked, grouped step and the leaves its next call must pass to reuse it."""
+    """A checked, grouped step of one rule, and the leaves its next call must pass to reuse it."""
 
+    rule: Rule
     groups: list[Group]
     inplace: bool
     state_dtype: Any
     params: list[Any] = field(default_factory=list)
-    avg_grads: list[Any] = field(default_factory=list)
-    avg_sq_grads: list[Any] = field(default_factory=list)
+    states: tuple[list[Any], ...] = ()
     factors: list[float] | None = None
-    nodes: tuple[Any, ...] = ()  # what rebuilds the containers: (params', the averages')
+    nodes: tuple[Any, ...] = ()  # what rebuilds the containers: (params', the states')
     names: list[str] = field(default_factory=list)  # a network's learnables
     network: list[tuple] | None = None  # what decides them (see adamupdate.network._snapshot)
 
-    def expects(
-        self, params: Sequence[Any], avg_grads: Sequence[Any], avg_sq_grads: Sequence[Any]
-    ) -> bool:
+    def expects(self, params: Sequence[Any], states: Sequence[Sequence[Any]]) -> bool:
         """Whether these are the very leaves this plan last produced (or updated in place)."""
+        same = operator.is_
         return (
             len(params) == len(self.params)
-            and all(map(operator.is_, params, self.params))
-            and all(map(operator.is_, avg_grads, self.avg_grads))
-            and all(map(operator.is_, avg_sq_grads, self.avg_sq_grads))
+            and len(states) == len(self.states)
+            and all(map(same, params, self.params))
+            and all(all(map(same, a, b)) for a, b in zip(states, self.states))
         )
 
     def step(
         self,
         params: Sequence[Any],
         grads: Sequence[Any],
-        avg_grads: Sequence[Any],
-        avg_sq_grads: Sequence[Any],
-        hyper: Hyperparameters,
+        states: Sequence[Sequence[Any]],
+        hyper: Any,
         *,
         checked: bool,
-    ) -> tuple[list[Any], list[Any], list[Any]] | None:
+    ) -> tuple[list[Any], tuple[list[Any], ...]] | None:
         """Bind every group, then run every group; return the new leaves in order.
 
         ``checked``: :func:`make` has just checked these leaves. Otherwise the plan is being
         reused, and ``None`` comes back — with nothing written — when a group finds that this
         call's leaves no longer fit it; the caller then makes a new plan.
         """
-        columns = (params, grads, avg_grads, avg_sq_grads)
         for group in self.groups:
             if group.step is not None:
-                leaves = [_take(column, group.indices) for column in columns]
-                if not group.step.bind(*leaves, checked=checked):
+                take = group.indices
+                leaves = [_take(column, take) for column in states]
+                if not group.step.bind(
+                    _take(params, take), _take(grads, take), leaves, checked=checked
+                ):
                     return None
+        coefficients_for = _coefficients_by_factor(self.rule, hyper)
         if self.inplace and not checked and all(g.backend.MUTABLE for g in self.groups):
             # A remembered in-place step writes every buffer where it is: the leaves stay.
-            coefficients_for = _coefficients_by_factor(hyper)
             for group in self.groups:
                 if group.step is not None:
                     group.step.run(coefficients_for(group.factor))
-            return self.params, self.avg_grads, self.avg_sq_grads
+            return self.params, self.states
         n = len(params)
         new_params: list[Any] = [None] * n
-        new_avg: list[Any] = [None] * n
-        new_sq: list[Any] = [None] * n
-        coefficients_for = _coefficients_by_factor(hyper)
+        new_states = tuple([None] * n for _ in states)
         for group in self.groups:
             if group.step is None:
-                _freeze(group, params, avg_grads, avg_sq_grads, new_params, new_avg, new_sq)
+                _freeze(group, params, states, new_params, new_states)
                 continue
             group.step.run(coefficients_for(group.factor))
-            _scatter(group, group.step.outputs(), params, grads, new_params, new_avg, new_sq)
-        self.params, self.avg_grads, self.avg_sq_grads = new_params, new_avg, new_sq
-        return new_params, new_avg, new_sq
+            _scatter(group, group.step.outputs(), params, grads, new_params, new_states)
+        self.params, self.states = new_params, new_states
+        return new_params, new_states
 
 
 def make(
+    rule: Rule,
     params: Sequence[Any],
     grads: Sequence[Any],
-    avg_grads: Sequence[Any],
-    avg_sq_grads: Sequence[Any],
+    states: Sequence[Sequence[Any]],
     *,
     path: Callable[[str, int], str],
     factors: Sequence[float] | None = None,
@@ -151,11 +127,13 @@ def make(
 ) -> Plan:
     """Check every leaf against its parameter and group the leaves; raise on the first problem.
 
+    ``states`` holds one list of leaves per state of ``rule`` (``None`` for an empty one).
     ``path(argument, i)`` names leaf ``i`` of an argument in messages, e.g. ``grad['fc1'][0]``;
     it is only called to format a message (formatting every path would cost more than the step).
     """
     groups: dict[tuple, Group] = {}
-    dtypes: list[tuple[Any, Any]] = []
+    forms: list[tuple[Any, bool]] = []
+    names = rule.states
     for i, p in enumerate(params):
         backend = _backend(p, path, "params", i)
         device, dtype, shape = backend.describe(p)
@@ -164,23 +142,19 @@ def make(
             _check_writeable(backend, p, path, "params", i)
         _check_like(grads[i], backend, device, dtype, shape, path, "grad", i, "params")
         try:
-            m_dtype, v_dtype = backend.state_dtypes(dtype, state_dtype, p)
+            avg, real = backend.state_dtypes(dtype, state_dtype, p)
         except TypeError as error:
             raise TypeError(f"state_dtype: {error}") from None
-        if (avg_grads[i] is None) != (avg_sq_grads[i] is None):
-            given, empty = (
-                ("avg_grad", "avg_sq_grad")
-                if avg_sq_grads[i] is None
-                else ("avg_sq_grad", "avg_grad")
-            )
+        leaf_states = [column[i] for column in states]
+        empty = [state is None for state in leaf_states]
+        if any(empty) and not all(empty):
+            given, missing = names[empty.index(False)], names[empty.index(True)]
             raise ValueError(
-                f"{path(empty, i)}: is empty while {path(given, i)} is not; both averages of a "
+                f"{path(missing, i)}: is empty while {path(given, i)} is not; the states of a "
                 "parameter are empty on its first iteration, and given on every later one"
             )
-        for name, state, want in (
-            ("avg_grad", avg_grads[i], m_dtype),
-            ("avg_sq_grad", avg_sq_grads[i], v_dtype),
-        ):
+        wanted = tuple(real if squared else avg for squared in rule.squared)
+        for name, state, want in zip(names, leaf_states, wanted):
             if state is not None:
                 _check_like(
                     state, backend, device, want, shape, path, name, i, "expected", scalar_ok=True
@@ -188,20 +162,20 @@ def make(
                 if inplace:
                     _check_writeable(backend, state, path, name, i)
         factor = 1.0 if factors is None else factors[i]
-        fresh = avg_grads[i] is None
-        key = (backend, device, dtype, m_dtype, fresh, factor)
+        fresh = all(empty)
+        key = (backend, device, dtype, avg, fresh, factor)
         group = groups.get(key)
         if group is None:
-            group = groups[key] = Group(backend, [], factor, (m_dtype, v_dtype))
+            group = groups[key] = Group(backend, [], factor, wanted)
         group.indices.append(i)
-        dtypes.append((dtype, fresh))
+        forms.append((dtype, fresh))
     if inplace:
-        _check_overlap(params, grads, avg_grads, avg_sq_grads, path)
+        _check_overlap(params, grads, states, names, path)
     for group in groups.values():
         if group.factor != 0.0:
-            first = group.indices[0]
-            dtype, fresh = dtypes[first]
+            dtype, fresh = forms[group.indices[0]]
             group.step = group.backend.group(
+                rule,
                 dtype,
                 group.state_dtypes,
                 fresh=fresh,
@@ -209,6 +183,7 @@ def make(
                 params=[params[i] for i in group.indices],
             )
     return Plan(
+        rule,
         list(groups.values()),
         inplace,
         state_dtype,
@@ -276,15 +251,12 @@ def _check_like(
         raise TypeError(f"{where}: dtype {leaf_dtype} does not match the {reference} {dtype}")
 
 
-def _check_overlap(params, grads, avg_grads, avg_sq_grads, path) -> None:
+def _check_overlap(params, grads, states, names, path) -> None:
     """In place, every written buffer must be its own (see :mod:`adamupdate._memory`)."""
     regions = []
-    for argument, column, written in (
-        ("params", params, True),
-        ("grad", grads, False),
-        ("avg_grad", avg_grads, True),
-        ("avg_sq_grad", avg_sq_grads, True),
-    ):
+    columns = [("params", params, True), ("grad", grads, False)]
+    columns += [(name, column, True) for name, column in zip(names, states)]
+    for argument, column, written in columns:
         for i, leaf in enumerate(column):
             if leaf is None:
                 continue
@@ -306,40 +278,39 @@ def _take(leaves: Sequence[Any], indices: list[int]) -> list[Any]:
     return [leaves[i] for i in indices]
 
 
-def _scatter(group: Group, outputs, params, grads, new_params, new_avg, new_sq) -> None:
+def _scatter(group: Group, outputs, params, grads, new_params, new_states) -> None:
     """Put a group's outputs back in leaf order, in the outer form of the inputs."""
     finish, finish_state = group.backend.finish, group.backend.finish_state
-    ps, ms, vs = outputs
+    ps, group_states = outputs
     for j, i in enumerate(group.indices):
         p = params[i]
         new_params[i] = p if ps[j] is p else finish(p, ps[j])
-        new_avg[i] = finish_state(grads[i], ms[j])
-        new_sq[i] = finish_state(grads[i], vs[j])
+        for column, new in zip(group_states, new_states):
+            new[i] = finish_state(grads[i], column[j])
 
 
-def _coefficients_by_factor(hyper: Hyperparameters) -> Callable[[float], StepCoefficients]:
+def _coefficients_by_factor(rule: Rule, hyper: Any) -> Callable[[float], Any]:
     """The step's scalars for each learn-rate factor, computed once per call."""
-    known: dict[float, StepCoefficients] = {}
+    known: dict[float, Any] = {}
 
-    def get(factor: float) -> StepCoefficients:
+    def get(factor: float) -> Any:
         c = known.get(factor)
         if c is None:
-            c = known[factor] = hyper.coefficients(factor)
+            c = known[factor] = rule.coefficients(hyper, factor)
         return c
 
     return get
 
 
-def _freeze(group, params, avg_grads, avg_sq_grads, new_params, new_avg, new_sq) -> None:
-    """Learn-rate factor 0: MATLAB leaves the parameter and both averages as they are (a scalar 0
+def _freeze(group, params, states, new_params, new_states) -> None:
+    """Learn-rate factor 0: MATLAB leaves the parameter and its states as they are (a scalar 0
     on the first call, not a full-size buffer)."""
-    m_dtype, v_dtype = group.state_dtypes
     zero = group.backend.zero_state
     for i in group.indices:
         p = params[i]
         new_params[i] = p
-        new_avg[i] = avg_grads[i] if avg_grads[i] is not None else zero(m_dtype, p)
-        new_sq[i] = avg_sq_grads[i] if avg_sq_grads[i] is not None else zero(v_dtype, p)
+        for column, new, dtype in zip(states, new_states, group.state_dtypes):
+            new[i] = column[i] if column[i] is not None else zero(dtype, p)
 
 
 # --- the averages that carry their plan ----------------------------------------------------------
@@ -365,10 +336,10 @@ def attach(container: Any, plan: Plan) -> Any:
     return container
 
 
-def attached(avg_grad: Any, avg_sq_grad: Any) -> Plan | None:
-    """The plan both averages carry, if they carry the same one."""
-    plan = getattr(avg_grad, _PLAN_ATTRIBUTE, None)
-    if plan is None or getattr(avg_sq_grad, _PLAN_ATTRIBUTE, None) is not plan:
+def attached(states: Sequence[Any]) -> Plan | None:
+    """The plan every state carries, if they carry the same one."""
+    plan = getattr(states[0], _PLAN_ATTRIBUTE, None)
+    if plan is None or any(getattr(s, _PLAN_ATTRIBUTE, None) is not plan for s in states[1:]):
         return None
     return plan
 

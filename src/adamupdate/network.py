@@ -31,6 +31,7 @@ from typing import Any
 
 from . import _plan, _tree
 from ._extras import require
+from .rules import Rule
 
 torch = require("torch", "torch", "the network functions")
 
@@ -323,67 +324,68 @@ def _rebuild(names: list[str], leaves: list[Any], like: Any) -> Any:
 
 
 def update_network(
+    rule: Rule,
     net: torch.nn.Module,
     grad: Any,
-    avg_grad: Any,
-    avg_sq_grad: Any,
-    hyper: _plan.Hyperparameters,
+    states: tuple[Any, ...],
+    hyper: Any,
     *,
     inplace: bool = False,
     state_dtype: Any = None,
-) -> tuple[torch.nn.Module, Any, Any]:
-    """The network form of :func:`adamupdate.adamupdate` (which validates ``hyper``).
+) -> tuple[torch.nn.Module, tuple[Any, ...]]:
+    """The network form of a solver (:func:`adamupdate.adamupdate` and its siblings, which
+    validate ``hyper``): ``(net, new_states)``.
 
     Parameters are updated in place, as MATLAB returns the updated ``dlnetwork``. So are the
-    averages that the previous call returned — they are this library's own buffers, as
-    ``torch.optim`` keeps its state — while averages from anywhere else (a checkpoint, your
-    own zeros) are copied on the first call and never written, unless ``inplace`` is true.
-    Each (device, dtype, learn-rate factor) group is one kernel call.
+    states that the previous call returned — they are this library's own buffers, as
+    ``torch.optim`` keeps its state — while states from anywhere else (a checkpoint, your own
+    zeros) are copied on the first call and never written, unless ``inplace`` is true. Each
+    (device, dtype, learn-rate factor) group is one kernel call.
     """
-    plan = _plan.attached(avg_grad, avg_sq_grad)
-    if plan is not None and plan.state_dtype is state_dtype and _unchanged(net, plan.network):
+    plan = _plan.attached(states)
+    if (
+        plan is not None
+        and plan.rule is rule
+        and plan.state_dtype is state_dtype
+        and _unchanged(net, plan.network)
+    ):
         names, params = plan.names, plan.params
         grads = _leaves(names, grad, "grad", state=False)
-        avg_grads = _leaves(names, avg_grad, "avg_grad", state=True)
-        avg_sq_grads = _leaves(names, avg_sq_grad, "avg_sq_grad", state=True)
-        if plan.expects(params, avg_grads, avg_sq_grads) and plan.step(
-            params, grads, avg_grads, avg_sq_grads, hyper, checked=False
+        state_leaves = [
+            _leaves(names, state, name, state=True) for state, name in zip(states, rule.states)
+        ]
+        if plan.expects(params, state_leaves) and plan.step(
+            params, grads, state_leaves, hyper, checked=False
         ):
-            return net, avg_grad, avg_sq_grad
+            return net, states
     names, params, factors = _learnables_and_factors(net)
     grads = _leaves(names, grad, "grad", state=False)
-    from ._api import is_empty_state
+    from ._solve import is_empty_state
 
-    avg_grads = _leaves(
-        names, None if is_empty_state(avg_grad) else avg_grad, "avg_grad", state=True
-    )
-    avg_sq_grads = _leaves(
-        names, None if is_empty_state(avg_sq_grad) else avg_sq_grad, "avg_sq_grad", state=True
-    )
+    state_leaves = [
+        _leaves(names, None if is_empty_state(state) else state, name, state=True)
+        for state, name in zip(states, rule.states, strict=True)
+    ]
 
     def path(argument: str, index: int) -> str:
         layer, parameter = _split(names[index])
         return f"{argument}[{names[index]!r}] (layer {layer!r}, parameter {parameter!r})"
 
     plan = _plan.make(
+        rule,
         params,
         grads,
-        avg_grads,
-        avg_sq_grads,
+        state_leaves,
         path=path,
         factors=factors,
         inplace=True,
         state_dtype=state_dtype,
     )
     plan.names, plan.network = names, _snapshot(net)
-    if not inplace:  # someone else's averages: the plan's own copies are written from now on
-        avg_grads = [None if m is None else m.detach().clone() for m in avg_grads]
-        avg_sq_grads = [None if v is None else v.detach().clone() for v in avg_sq_grads]
-    new = plan.step(params, grads, avg_grads, avg_sq_grads, hyper, checked=True)
+    if not inplace:  # someone else's states: the plan's own copies are written from now on
+        state_leaves = [
+            [None if x is None else x.detach().clone() for x in column] for column in state_leaves
+        ]
+    new = plan.step(params, grads, state_leaves, hyper, checked=True)
     assert new is not None, "a plan binds the leaves it has just checked"
-    _, new_avg, new_sq = new
-    return (
-        net,
-        _plan.attach(_rebuild(names, new_avg, grad), plan),
-        _plan.attach(_rebuild(names, new_sq, grad), plan),
-    )
+    return net, tuple(_plan.attach(_rebuild(names, column, grad), plan) for column in new[1])

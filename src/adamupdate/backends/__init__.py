@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from .._algorithm import StepCoefficients
+from ..rules import Rule
 
 
 class GroupStep(Protocol):
@@ -21,12 +21,11 @@ class GroupStep(Protocol):
     computes and writes, and cannot raise.
     """
 
-    def bind(
-        self, params: list, grads: list, avg_grads: list, avg_sq_grads: list, *, checked: bool
-    ) -> bool:
+    def bind(self, params: list, grads: list, states: list[list], *, checked: bool) -> bool:
         """Take this call's leaves and prepare :meth:`run`; write nothing.
 
-        ``checked``: the plan has just checked every leaf. Otherwise this is a remembered plan:
+        ``states`` holds one list per state of the rule. ``checked``: the plan has just checked
+        every leaf. Otherwise this is a remembered plan:
         ``params`` and the states are the objects the last call returned or updated, the
         gradients are new — return ``False`` if anything no longer fits (a gradient of another
         form, a buffer swapped under the same object) and the plan is made again from scratch,
@@ -34,12 +33,12 @@ class GroupStep(Protocol):
         """
         ...
 
-    def run(self, c: StepCoefficients) -> None:
+    def run(self, c: Any) -> None:
         """Compute the step and write the outputs; never raises."""
         ...
 
-    def outputs(self) -> tuple[list, list, list]:
-        """The new parameters and averages of the last :meth:`run`, in the group's order."""
+    def outputs(self) -> tuple[list, tuple[list, ...]]:
+        """The new parameters and states of the last :meth:`run`, in the group's order."""
         ...
 
 
@@ -97,7 +96,15 @@ class Backend(Protocol):
         ...
 
     def group(
-        self, dtype: Any, state_dtypes: tuple[Any, Any], *, fresh: bool, inplace: bool, params: list
+        self,
+        rule: Rule,
+        dtype: Any,
+        state_dtypes: tuple[Any, ...],
+        *,
+        fresh: bool,
+        inplace: bool,
+        params: list,
     ) -> GroupStep:
-        """A :class:`GroupStep` for parameters like ``params`` (checked, of one dtype)."""
+        """A :class:`GroupStep` of ``rule`` for parameters like ``params`` (checked, of one
+        dtype); ``state_dtypes`` has one dtype per state of the rule."""
         ...

@@ -1,6 +1,6 @@
 """Any other Array-API array (CuPy, ``array_api_strict``, ...), through standard functions only.
 
-The step is :func:`adamupdate._algorithm.reference_step` with the array's own namespace, found by
+The step is the rule's own (:attr:`adamupdate.rules.Rule.step`) with the array's namespace, found by
 ``array_api_compat.array_namespace``; half precision is computed in float32. ``inplace=True``
 writes the results back with ``x[...] = y`` once every leaf of the group has been computed. The
 standard has no way to build a complex number from its parts, so a complex gradient holding an
@@ -13,7 +13,8 @@ from typing import Any
 
 import array_api_compat
 
-from .._algorithm import StepCoefficients, reference_step
+from ..rules import Rule
+from ..rules.adam import squared_magnitude
 
 NAME = "array-api"
 MUTABLE = True  # arrays are updated with x[...] = y
@@ -89,55 +90,56 @@ def finish(original: Any, updated: Any) -> Any:
 finish_state = finish
 
 
-def group(dtype, state_dtypes, *, fresh: bool, inplace: bool, params: list) -> Group:
-    return Group(state_dtypes, fresh=fresh, inplace=inplace)
+def group(rule: Rule, dtype, state_dtypes, *, fresh: bool, inplace: bool, params: list) -> Group:
+    return Group(rule, state_dtypes, fresh=fresh, inplace=inplace)
 
 
 class Group:
     """A group of Array-API arrays (see :class:`adamupdate.backends.GroupStep`)."""
 
-    def __init__(self, state_dtypes: tuple[Any, Any], *, fresh: bool, inplace: bool) -> None:
-        self.m_dtype = state_dtypes[0]
+    def __init__(
+        self, rule: Rule, state_dtypes: tuple[Any, ...], *, fresh: bool, inplace: bool
+    ) -> None:
+        self.rule, self.state_dtypes = rule, tuple(state_dtypes)
         self.fresh, self.inplace = fresh, inplace
         self._leaves: tuple = ()
-        self._outputs: tuple[list, list, list] = ([], [], [])
+        self._outputs: tuple[list, tuple[list, ...]] = ([], ())
 
-    def bind(self, params, grads, avg_grads, avg_sq_grads, *, checked: bool) -> bool:
+    def bind(self, params, grads, states, *, checked: bool) -> bool:
         if not checked and any(describe(g) != describe(p) for g, p in zip(grads, params)):
             return False
-        self._leaves = (params, grads, avg_grads, avg_sq_grads)
+        self._leaves = (params, grads, states)
         return True
 
-    def run(self, c: StepCoefficients) -> None:
-        params, grads, avg_grads, avg_sq_grads = self._leaves
+    def run(self, c: Any) -> None:
+        params, grads, states = self._leaves
         xp = _namespace(params[0])
         compute = xp.float32 if _half(xp, params[0].dtype) else params[0].dtype
         real_compute = _real(xp, compute)
-        outputs: tuple[list, list, list] = ([], [], [])
-        for p, g, m, v in zip(params, grads, avg_grads, avg_sq_grads):
-            if self.fresh:
-                m = v = None
-            new = reference_step(
-                xp,
-                xp.astype(p, compute),
-                xp.astype(g, compute),
-                None if m is None else xp.astype(m, compute),
-                None if v is None else xp.astype(v, real_compute),
-                c,
+        new_params: list = []
+        new_states: tuple[list, ...] = tuple([] for _ in self.state_dtypes)
+        for i, (p, g) in enumerate(zip(params, grads)):
+            xs = tuple(
+                None if self.fresh else xp.astype(column[i], real_compute if sq else compute)
+                for column, sq in zip(states, self.rule.squared)
             )
-            dtypes = (p.dtype, self.m_dtype, _real(xp, self.m_dtype))
-            for out, value, dtype in zip(outputs, new, dtypes):
+            gc = xp.astype(g, compute)
+            new_p, *new = self.rule.step(
+                xp, xp.astype(p, compute), gc, squared_magnitude(xp, gc), xs, c
+            )
+            new_params.append(xp.astype(xp.broadcast_to(new_p, p.shape), p.dtype))
+            for out, value, dtype in zip(new_states, new, self.state_dtypes):
                 out.append(xp.astype(xp.broadcast_to(value, p.shape), dtype))
         if self.inplace:  # every leaf computed: now write them back
-            for column, targets in zip(outputs, (params, avg_grads, avg_sq_grads)):
-                for j, target in enumerate(targets):
-                    writable = not self.fresh or column is outputs[0]
-                    if writable and tuple(target.shape) == tuple(column[j].shape):
-                        target[...] = column[j]
-                        column[j] = target
-        self._outputs = outputs
+            targets = (params, *(() if self.fresh else states))
+            for column, new_column in zip(targets, (new_params, *new_states)):
+                for j, target in enumerate(column):
+                    if tuple(target.shape) == tuple(new_column[j].shape):
+                        target[...] = new_column[j]
+                        new_column[j] = target
+        self._outputs = (new_params, new_states)
         self._leaves = ()
         self.fresh = False
 
-    def outputs(self) -> tuple[list, list, list]:
+    def outputs(self) -> tuple[list, tuple[list, ...]]:
         return self._outputs

@@ -11,6 +11,7 @@ group is donated, so a failure changes nothing. The call also works inside the c
 
 from __future__ import annotations
 
+import dataclasses
 from functools import cache
 from typing import Any
 
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._algorithm import StepCoefficients
+from ..rules import Rule
 
 NAME = "jax"
 MUTABLE = False  # in place means donated buffers: the results are new arrays
@@ -81,14 +82,17 @@ def finish(original: Any, updated: Any) -> Any:
 finish_state = finish
 
 
-def group(dtype, state_dtypes, *, fresh: bool, inplace: bool, params: list) -> Group:
-    return Group(state_dtypes, fresh=fresh, inplace=inplace)
+def group(rule: Rule, dtype, state_dtypes, *, fresh: bool, inplace: bool, params: list) -> Group:
+    return Group(rule, state_dtypes, fresh=fresh, inplace=inplace)
 
 
 class Group:
     """A group of JAX arrays (see :class:`adamupdate.backends.GroupStep`)."""
 
-    def __init__(self, state_dtypes: tuple[Any, Any], *, fresh: bool, inplace: bool) -> None:
+    def __init__(
+        self, rule: Rule, state_dtypes: tuple[Any, ...], *, fresh: bool, inplace: bool
+    ) -> None:
+        self.rule = rule
         self.state_dtypes = tuple(state_dtypes)
         self.fresh, self.inplace = fresh, inplace
         self._executable: Any = None
@@ -96,86 +100,83 @@ class Group:
         self._args: tuple = ()
         self._outputs: tuple[list, list, list] = ([], [], [])
 
-    def bind(self, params, grads, avg_grads, avg_sq_grads, *, checked: bool) -> bool:
+    def bind(self, params, grads, states, *, checked: bool) -> bool:
         forms = [(type(x), x.dtype, x.shape) for x in (*params, *grads)]
         if not checked and forms != self._forms:
             return False
-        fresh = self.fresh
-        self._args = (
-            list(params),
-            list(grads),
-            None if fresh else list(avg_grads),
-            None if fresh else list(avg_sq_grads),
-        )
+        self._args = (list(params), list(grads), None if self.fresh else [list(c) for c in states])
         traced = any(isinstance(x, jax.core.Tracer) for x in (*params, *grads))
         donate = self.inplace and not traced  # donating is meaningless inside a trace
-        step = _compiled_step(fresh, donate, self.state_dtypes)
+        step = _compiled_step(self.rule, self.fresh, donate, self.state_dtypes)
         if traced:
             self._executable = step
         elif self._executable is None or forms != self._forms:
-            scalars = (0.0,) * 6
-            self._executable = step.lower(*self._args, scalars).compile()
+            self._executable = step.lower(*self._args, _scalars(self.rule)).compile()
         self._forms = forms
         return True
 
-    def run(self, c: StepCoefficients) -> None:
-        scalars = (
-            c.step_size,
-            c.grad_decay,
-            c.one_minus_grad_decay,
-            c.sq_grad_decay,
-            c.one_minus_sq_grad_decay,
-            c.epsilon,
-        )
-        if not isinstance(c.step_size, jax.core.Tracer):
-            scalars = tuple(float(s) for s in scalars)
-        ps, ms, vs = self._executable(*self._args, scalars)
-        self._outputs = (list(ps), list(ms), list(vs))
+    def run(self, c: Any) -> None:
+        scalars = dataclasses.asdict(c)
+        if not any(isinstance(value, jax.core.Tracer) for value in scalars.values()):
+            scalars = {name: float(value) for name, value in scalars.items()}
+        ps, states = self._executable(*self._args, scalars)
+        self._outputs = (list(ps), tuple(list(column) for column in states))
         self._args = ()
         if self.fresh:
-            self.fresh = False  # a remembered plan passes these averages back
+            self.fresh = False  # a remembered plan passes these states back
             self._executable = None
 
-    def outputs(self) -> tuple[list, list, list]:
+    def outputs(self) -> tuple[list, tuple[list, ...]]:
         return self._outputs
 
 
-def _moment(decay, moment, one_minus, value):
-    """β·moment + (1−β)·value; complex componentwise, as MATLAB scales a complex array by a
-    real number (a complex product would turn inf+0j into inf+nan·j)."""
-    if jnp.iscomplexobj(value):
-        re = _moment(decay, None if moment is None else moment.real, one_minus, value.real)
-        im = _moment(decay, None if moment is None else moment.imag, one_minus, value.imag)
-        return jax.lax.complex(re, im)
-    scaled = one_minus * value
-    return scaled if moment is None else decay * moment + scaled
+def _scalars(rule: Rule) -> dict[str, float]:
+    """Stand-ins for a step's scalars: what tracing needs to know of them ahead of time."""
+    return {field.name: 0.0 for field in dataclasses.fields(rule.coefficients_type)}
+
+
+def _pairs(x: Any) -> Any:
+    """A complex array as pairs of reals (see :mod:`adamupdate.rules`)."""
+    return jnp.stack((x.real, x.imag), axis=-1) if jnp.iscomplexobj(x) else x
+
+
+def _unpair(x: Any) -> Any:
+    return jax.lax.complex(x[..., 0], x[..., 1])
 
 
 @cache
-def _compiled_step(fresh: bool, donate: bool, dtypes: tuple[Any, Any]):
-    def run(params, grads, avg_grads, avg_sq_grads, scalars):
-        step, b1, omb1, b2, omb2, eps = scalars
-        outputs: tuple[list, list, list] = ([], [], [])
+def _compiled_step(rule: Rule, fresh: bool, donate: bool, dtypes: tuple[Any, ...]):
+    def run(params, grads, states, scalars):
+        c = rule.coefficients_type(**scalars)
+        outputs: tuple[list, ...] = tuple([] for _ in range(1 + len(dtypes)))
         for i, (p, g) in enumerate(zip(params, grads)):
             compute = jnp.float32 if p.dtype in _HALF else p.dtype
             real = jnp.finfo(compute).dtype
+            pairs = jnp.issubdtype(compute, jnp.complexfloating)
             gc = g.astype(compute)
-            m = None if fresh else avg_grads[i].astype(compute)
-            v = None if fresh else avg_sq_grads[i].astype(real)
-            square = gc.real * gc.real + gc.imag * gc.imag if jnp.iscomplexobj(gc) else gc * gc
-            v = _moment(b2, v, omb2, square)
-            m = _moment(b1, m, omb1, gc)
-            denom = jnp.sqrt(v) + eps
-            pc = p.astype(compute)
-            if jnp.iscomplexobj(pc):
-                new_p = jax.lax.complex(
-                    pc.real - (step * m.real) / denom, pc.imag - (step * m.imag) / denom
-                )
-            else:
-                new_p = pc - (step * m) / denom
-            for out, value, dtype in zip(outputs, (new_p, m, v), (p.dtype, *dtypes)):
+            g2 = gc.real * gc.real + gc.imag * gc.imag if pairs else gc * gc
+            xs = []
+            for r, squared in enumerate(rule.squared):
+                x = None if fresh else states[r][i].astype(real if squared else compute)
+                if x is not None and pairs:
+                    x = _pairs(jnp.broadcast_to(x, p.shape))
+                    x = x[..., None] if squared else x
+                xs.append(x)
+            new = rule.step(
+                jnp,
+                _pairs(p.astype(compute)),
+                _pairs(gc),
+                g2[..., None] if pairs else g2,
+                tuple(xs),
+                c,
+            )
+            if pairs:
+                new = [
+                    x[..., 0] if squared else _unpair(x)
+                    for x, squared in zip(new, (False, *rule.squared))
+                ]
+            for out, value, dtype in zip(outputs, new, (p.dtype, *dtypes)):
                 out.append(jnp.broadcast_to(value, p.shape).astype(dtype))
-        return outputs
+        return outputs[0], outputs[1:]
 
-    donated = (0,) if fresh else (0, 2, 3)
-    return jax.jit(run, donate_argnums=donated if donate else ())
+    return jax.jit(run, donate_argnums=(0, 2) if donate and not fresh else (0,) if donate else ())

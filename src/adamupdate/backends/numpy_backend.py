@@ -2,7 +2,7 @@
 
 Two routes, chosen per group when it is planned, that agree bit for bit:
 
-- the fused, multithreaded numba kernel (:mod:`adamupdate.kernels.numba_adam`) for
+- the fused, multithreaded numba kernel (:mod:`adamupdate.kernels.numba_step`) for
   float32/float64/complex64/complex128 groups of some size when numba is installed (the
   ``fast`` extra). A remembered step checks the arrays from their headers in compiled code;
 - NumPy ufuncs in cache-sized chunks for small groups (not worth importing numba for), for
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from .._algorithm import StepCoefficients
 from .._memory import overlaps_itself, reads_overlap, written_spans
 from .._recycle import MIN_BYTES, Recycler
+from ..rules import Rule
 
 NAME = "numpy"
 MUTABLE = True  # arrays are updated in their own buffers
@@ -132,14 +132,15 @@ finish_state = finish  # states mirror the gradient's form (a Python float for a
 
 
 def group(
+    rule: Rule,
     dtype: np.dtype,
-    state_dtypes: tuple[np.dtype, np.dtype],
+    state_dtypes: tuple[np.dtype, ...],
     *,
     fresh: bool,
     inplace: bool,
     params: list[Any],
 ) -> Group:
-    return Group(dtype, state_dtypes, fresh=fresh, inplace=inplace, params=params)
+    return Group(rule, dtype, state_dtypes, fresh=fresh, inplace=inplace, params=params)
 
 
 class Group:
@@ -147,28 +148,32 @@ class Group:
 
     def __init__(
         self,
+        rule: Rule,
         dtype: np.dtype,
-        state_dtypes: tuple[np.dtype, np.dtype],
+        state_dtypes: tuple[np.dtype, ...],
         *,
         fresh: bool,
         inplace: bool,
         params: list[Any],
     ) -> None:
-        self.dtype = dtype
-        self.m_dtype, self.v_dtype = state_dtypes
+        self.rule, self.dtype, self.state_dtypes = rule, dtype, tuple(state_dtypes)
         self.fresh, self.inplace = fresh, inplace
         elements = sum(as_array(p).size for p in params)
         self.kernel = None
         if (
             dtype in _REAL + _COMPLEX
-            and self.m_dtype == dtype
+            and state_dtypes[0] == (real_dtype(dtype) if rule.squared[0] else dtype)
             and _worth(elements, len(params))
             and all(type(p) is np.ndarray for p in params)
         ):
             self.kernel = _fast_kernel()
-        self._items = (dtype.itemsize, self.m_dtype.itemsize, self.v_dtype.itemsize)
-        self._originals: tuple[list, ...] = ([], [], [])
-        self._outputs: tuple[list, ...] = ([], [], [])
+        # The kernel's seven rows: p, g, two states, p out, two states out (a rule with one
+        # state repeats it); the dtype of each.
+        pair = (*self.state_dtypes, *self.state_dtypes)[:2]
+        self._row_dtypes = (dtype, dtype, *pair, dtype, *pair)
+        self._items = (dtype.itemsize, pair[0].itemsize, pair[1].itemsize)
+        self._originals: tuple[list, ...] = ()
+        self._outputs: tuple[list, ...] = ()
         self._table: tuple[np.ndarray, np.ndarray] | None = None
         self._leaves: list[tuple] = []
         self._write_back: list[tuple[np.ndarray, np.ndarray]] = []
@@ -177,21 +182,21 @@ class Group:
 
     # -- binding ---------------------------------------------------------------------------
 
-    def bind(self, params, grads, avg_grads, avg_sq_grads, *, checked: bool) -> bool:
-        self._originals = (params, avg_grads, avg_sq_grads)
+    def bind(self, params, grads, states, *, checked: bool) -> bool:
+        self._originals = (params, *states)
         self._write_back, self._table, self._keep, self._leaves = [], None, (), []
-        outputs = self._new_outputs(params, avg_grads, avg_sq_grads)
+        outputs = self._new_outputs(params, states)
         if self.kernel is not None:
-            if not self._bind_kernel(params, grads, avg_grads, avg_sq_grads, outputs):
+            if not self._bind_kernel(params, grads, states, outputs):
                 if not checked:
                     return False
                 self._outputs = outputs
-                self._stage(params, grads, avg_grads, avg_sq_grads)
+                self._stage(params, grads, states)
             self._outputs = outputs
             return True
         if checked:
             self._shapes = [np.shape(p) for p in params]
-        elif not self._fits(params, grads, avg_grads, avg_sq_grads):
+        elif not self._fits(params, grads, states):
             return False
         self._outputs = outputs
         fresh = self.fresh
@@ -199,29 +204,25 @@ class Group:
             (
                 as_array(p),
                 as_array(g),
-                None if fresh else _full(m, p),
-                None if fresh else _full(v, p),
-                po,
-                mo,
-                vo,
+                tuple(None if fresh else _full(column[i], p) for column in states),
+                outputs[0][i],
+                tuple(column[i] for column in outputs[1:]),
             )
-            for p, g, m, v, po, mo, vo in zip(params, grads, avg_grads, avg_sq_grads, *outputs)
+            for i, (p, g) in enumerate(zip(params, grads))
         ]
         return True
 
-    def _new_outputs(self, params, avg_grads, avg_sq_grads) -> tuple[list, list, list]:
+    def _new_outputs(self, params, states) -> tuple[list, ...]:
         """The buffers the step writes: the caller's own in place (when full-size arrays);
         otherwise new ones — or the last call's inputs, when nothing refers to them any more
         (see :func:`_new`)."""
         n = len(params)
         if self.inplace:
-            ps = list(params)
-            ms = list(avg_grads) if not self.fresh else [None] * n
-            vs = list(avg_sq_grads) if not self.fresh else [None] * n
+            columns = [list(params)]
+            columns += [[None] * n if self.fresh else list(column) for column in states]
         else:
-            ps, ms, vs = [None] * n, [None] * n, [None] * n
-        dtypes = (self.dtype, self.m_dtype, self.v_dtype)
-        columns = (ps, ms, vs)
+            columns = [[None] * n for _ in range(1 + len(states))]
+        dtypes = (self.dtype, *self.state_dtypes)
         for i, p in enumerate(params):
             shape = as_array(p).shape
             for column, dtype in zip(columns, dtypes):
@@ -230,20 +231,25 @@ class Group:
                         column[i] = np.empty(shape, dtype)
                 else:
                     column[i] = _new(shape, dtype)
-        return ps, ms, vs
+        return tuple(columns)
 
-    def _bind_kernel(self, params, grads, avg_grads, avg_sq_grads, outputs) -> bool:
+    def _rows(self, params, grads, states, outputs) -> tuple[list, ...]:
+        """The kernel's seven rows (fresh: the state rows are not read; any arrays will do)."""
+        ins = (params, grads) if self.fresh else (*states, *states)[:2]
+        outs = (*outputs[1:], *outputs[1:])[:2]
+        return (params, grads, *ins, outputs[0], *outs)
+
+    def _bind_kernel(self, params, grads, states, outputs) -> bool:
         """Check the arrays from their headers in compiled code and take their addresses."""
-        states = (params, grads) if self.fresh else (avg_grads, avg_sq_grads)
-        rows = (params, grads, *states, *outputs)
+        rows = self._rows(params, grads, states, outputs)
         n = len(params)
         try:
             ids = np.array([list(map(id, row)) for row in rows], np.intp).reshape(7, n)
         except TypeError:
             return False
-        found = self.kernel.inspect(ids, self.dtype, self.fresh)
+        found = self.kernel.inspect(ids, self.dtype, self.fresh, self.rule.squared)
         if found == -1:  # headers unreadable on this Python: check through attributes
-            found = _addresses(rows, self.dtype, self.m_dtype, self.v_dtype, self.fresh)
+            found = _addresses(rows, self._row_dtypes, self.fresh)
         if isinstance(found, int):
             return False
         addresses, sizes = found
@@ -254,13 +260,12 @@ class Group:
         self._table = (addresses, sizes)
         return True
 
-    def _stage(self, params, grads, avg_grads, avg_sq_grads) -> None:
+    def _stage(self, params, grads, states) -> None:
         """Contiguous copies of what the kernel cannot walk directly (strided views, scalars,
-        MATLAB's scalar-0 averages); outputs that are strided views are written back after the
+        MATLAB's scalar-0 states); outputs that are strided views are written back after the
         step."""
-        ps, ms, vs = self._outputs
         staged_out = []
-        for column in (ps, ms, vs):
+        for column in self._outputs:
             row = []
             for target in column:
                 if target.flags.c_contiguous:
@@ -270,25 +275,20 @@ class Group:
                     self._write_back.append((target, temp))
                     row.append(temp)
             staged_out.append(row)
-        inputs = [
-            [_contiguous(as_array(p)) for p in params],
-            [_contiguous(as_array(g)) for g in grads],
+        staged_params = [_contiguous(as_array(p)) for p in params]
+        staged_grads = [_contiguous(as_array(g)) for g in grads]
+        staged_states = [
+            [_contiguous(_full(x, p)) for x, p in zip(column, params)] if not self.fresh else []
+            for column in states
         ]
-        if self.fresh:
-            inputs += [inputs[0], inputs[1]]
-        else:
-            inputs += [
-                [_contiguous(_full(m, p)) for m, p in zip(avg_grads, params)],
-                [_contiguous(_full(v, p)) for v, p in zip(avg_sq_grads, params)],
-            ]
-        rows = (*inputs, *staged_out)
-        table = _addresses(rows, self.dtype, self.m_dtype, self.v_dtype, self.fresh)
+        rows = self._rows(staged_params, staged_grads, staged_states, staged_out)
+        table = _addresses(rows, self._row_dtypes, self.fresh)
         assert not isinstance(table, int), "staged copies are contiguous arrays of the dtypes"
         self._table, self._keep = table, rows
 
-    def _fits(self, params, grads, avg_grads, avg_sq_grads) -> bool:
+    def _fits(self, params, grads, states) -> bool:
         """A remembered ufunc step: gradients of the parameters' dtype and planned shape, and
-        parameters and averages still of their planned shapes (an array can be reshaped or made
+        parameters and states still of their planned shapes (an array can be reshaped or made
         read-only under the same object) — checked before anything is written."""
         dtype, shapes = self.dtype, self._shapes
         for g, p, shape in zip(grads, params, shapes):
@@ -297,29 +297,27 @@ class Group:
             if np.shape(p) != shape or (self.inplace and not p.flags.writeable):
                 return False
         if not self.fresh:
-            for state in (*avg_grads, *avg_sq_grads):
-                if type(state) is not np.ndarray:
-                    return False
-            for m, v, shape in zip(avg_grads, avg_sq_grads, shapes):
-                if m.shape != shape or v.shape != shape:
-                    return False
-                if self.inplace and not (m.flags.writeable and v.flags.writeable):
-                    return False
+            for column in states:
+                for x, shape in zip(column, shapes):
+                    if type(x) is not np.ndarray or x.shape != shape:
+                        return False
+                    if self.inplace and not x.flags.writeable:
+                        return False
         return True
 
     # -- running ---------------------------------------------------------------------------
 
-    def run(self, c: StepCoefficients) -> None:
+    def run(self, c: Any) -> None:
         if self._table is not None:
             addresses, sizes = self._table
-            self.kernel.run(addresses, sizes, self.dtype, self.fresh, c)
+            self.kernel.run(addresses, sizes, self.dtype, self.fresh, c, self.rule.kernel)
             for target, temp in self._write_back:
                 np.copyto(target, temp)
             self._table, self._keep = None, ()
         else:
             with _nan_is_an_answer():
                 for leaf in self._leaves:
-                    _ufunc_leaf(*leaf, c)
+                    _ufunc_leaf(self.rule, *leaf, c)
             self._leaves = []
         if not self.inplace:  # the caller is about to drop these: next call's outputs
             _RECYCLER.keep(
@@ -327,11 +325,11 @@ class Group:
                 _key,
                 _nbytes,
             )
-        self._originals = ([], [], [])
-        self.fresh = False  # the outputs are full averages: a remembered plan passes them back
+        self._originals = ()
+        self.fresh = False  # the outputs are full states: a remembered plan passes them back
 
-    def outputs(self) -> tuple[list, list, list]:
-        return self._outputs
+    def outputs(self) -> tuple[list, tuple[list, ...]]:
+        return self._outputs[0], self._outputs[1:]
 
 
 def _reusable(array: np.ndarray) -> bool:
@@ -366,14 +364,13 @@ def _contiguous(a: np.ndarray) -> np.ndarray:
     return a if a.flags.c_contiguous else a.copy(order="C")
 
 
-def _addresses(rows, dtype, m_dtype, v_dtype, fresh) -> tuple[np.ndarray, np.ndarray] | int:
-    """The kernel's address table checked through Python attributes; the failing column or
-    the table."""
+def _addresses(rows, dtypes, fresh) -> tuple[np.ndarray, np.ndarray] | int:
+    """The kernel's address table checked through Python attributes (``dtypes``: each row's);
+    the failing column or the table."""
     n = len(rows[0])
-    want = (dtype, dtype, m_dtype, v_dtype, dtype, m_dtype, v_dtype)
     addresses = np.zeros((7, n), np.intp)
     sizes = np.array([a.size for a in rows[0]], np.intp)
-    for r, (row, kind) in enumerate(zip(rows, want)):
+    for r, (row, kind) in enumerate(zip(rows, dtypes)):
         if fresh and r in (2, 3):
             continue
         for j, a in enumerate(row):
@@ -394,17 +391,17 @@ def _worth(elements: int, arrays: int) -> bool:
     until something else has loaded it. Both routes give the same bits."""
     if elements >= _FUSE_ABOVE_ELEMENTS or arrays >= _FUSE_ABOVE_ARRAYS:
         return True
-    loaded = sys.modules.get("adamupdate.kernels.numba_adam")
+    loaded = sys.modules.get("adamupdate.kernels.numba_step")
     return loaded is not None and bool(loaded._state.get("ok"))
 
 
 def _fast_kernel() -> Any:
     """The numba kernel module when numba is installed, else ``None`` (NumPy ufuncs)."""
     try:
-        from ..kernels import numba_adam
+        from ..kernels import numba_step
     except ImportError:
         return None
-    return numba_adam if numba_adam.available() else None
+    return numba_step if numba_step.available() else None
 
 
 def _full(state: Any, param: Any) -> np.ndarray:
@@ -416,74 +413,41 @@ def _full(state: Any, param: Any) -> np.ndarray:
     return np.full(shape, state, state.dtype)
 
 
-def _ufunc_leaf(p, g, m, v, p_out, m_out, v_out, c: StepCoefficients) -> None:
-    """One leaf with ufuncs: directly in its own precision when all dtypes agree, else through
-    float32 (half precision) or the averages' precision."""
-    compute = np.result_type(np.float32 if p.dtype == _HALF else p.dtype, m_out.dtype)
-    if p.dtype == compute and m_out.dtype == compute and p.flags.c_contiguous:
-        direct = (p, g, m, v, p_out, m_out, v_out)
-        if all(a is None or a.flags.c_contiguous for a in direct):
-            _chunked(direct, c)
-            return
+def _ufunc_leaf(rule: Rule, p, g, states, p_out, states_out, c: Any) -> None:
+    """One leaf with ufuncs, in cache-sized chunks, in the precision of the states (float32 for
+    half precision); complex arrays as pairs of reals (see :mod:`adamupdate.rules`)."""
+    compute = np.result_type(np.float32 if p.dtype == _HALF else p.dtype, *states_out)
     real = real_dtype(compute)
-    work = [
-        p.astype(compute),
-        g.astype(compute),
-        None if m is None else m.astype(compute),
-        None if v is None else v.astype(real),
+    pairs = compute.kind == "c"
+
+    def flat(a: Any, dtype: np.dtype, squared: bool = False) -> Any:
+        if a is None:
+            return None
+        a = np.asarray(a, dtype=dtype).reshape(-1)  # a copy only where the dtype differs
+        if not pairs:
+            return a
+        return a.reshape(-1, 1) if squared else a.view(real).reshape(-1, 2)
+
+    p_flat, g_flat = flat(p, compute), flat(g, compute)
+    ins = [flat(x, real if sq else compute, sq) for x, sq in zip(states, rule.squared)]
+    results = [np.empty(p.shape, compute)]
+    results += [np.empty(p.shape, real if sq else compute) for sq in rule.squared]
+    outs = [flat(results[0], compute)] + [
+        flat(x, x.dtype, sq) for x, sq in zip(results[1:], rule.squared)
     ]
-    outs = [np.empty(p.shape, compute), np.empty(p.shape, compute), np.empty(p.shape, real)]
-    _chunked((*work, *outs), c)
-    for target, result in zip((p_out, m_out, v_out), outs):
-        np.copyto(target, result, casting="unsafe")
-
-
-def _chunked(leaf: tuple, c: StepCoefficients) -> None:
-    """Contiguous arrays of one precision, in chunks whose temporaries stay in cache; complex
-    arrays as pairs of reals."""
-    flat = [None if a is None else a.reshape(-1) for a in leaf]
-    if flat[0].dtype.kind == "c":
-        flat = [
-            None
-            if a is None
-            else (
-                a.view(real_dtype(a.dtype)).reshape(-1, 2)
-                if a.dtype.kind == "c"
-                else a.reshape(-1, 1)
-            )
-            for a in flat
-        ]
-    for start in range(0, flat[0].shape[0], _CHUNK):
+    for start in range(0, p_flat.shape[0], _CHUNK):
         chunk = slice(start, start + _CHUNK)
-        _ufunc_step(*(None if a is None else a[chunk] for a in flat), c)
-
-
-def _ufunc_step(p, g, m, v, p_out, m_out, v_out, c: StepCoefficients) -> None:
-    """MATLAB's step with ufuncs writing into preallocated outputs, in the kernel's order.
-
-    Complex arrays arrive as ``(n, 2)`` real pairs with ``v`` as ``(n, 1)``: ``|g|^2`` is
-    ``re*re + im*im`` and the real denominator divides both parts.
-    """
-    scalar = p.dtype.type
-    if g.ndim == 2 and g.shape[1] == 2:
-        square = np.multiply(g[:, :1], g[:, :1])
-        square += g[:, 1:] * g[:, 1:]
-    else:
-        square = np.multiply(g, g)
-    square *= scalar(c.one_minus_sq_grad_decay)
-    if v is None:
-        np.copyto(v_out, square)
-    else:
-        np.multiply(v, scalar(c.sq_grad_decay), out=v_out)
-        v_out += square
-    work = np.multiply(g, scalar(c.one_minus_grad_decay))
-    if m is None:
-        np.copyto(m_out, work)
-    else:
-        np.multiply(m, scalar(c.grad_decay), out=m_out)
-        m_out += work
-    denom = np.sqrt(v_out)
-    denom += scalar(c.epsilon)
-    np.multiply(m_out, scalar(c.step_size), out=work)
-    work /= denom
-    np.subtract(p, work, out=p_out)
+        g_chunk = g_flat[chunk]
+        if pairs:
+            g2 = g_chunk[:, :1] * g_chunk[:, :1]
+            g2 += g_chunk[:, 1:] * g_chunk[:, 1:]
+        else:
+            g2 = g_chunk * g_chunk
+        new = rule.step(
+            np, p_flat[chunk], g_chunk, g2, tuple(None if x is None else x[chunk] for x in ins), c
+        )
+        for out, value in zip(outs, new):
+            out[chunk] = value
+    for target, result in zip((p_out, *states_out), results):
+        if target is not result:
+            np.copyto(target, result, casting="unsafe")

@@ -2,7 +2,7 @@
 
 Three routes, chosen per group when it is planned (:func:`_route`):
 
-- ``numba``: plain CPU tensors take the numba kernel of :mod:`adamupdate.kernels.numba_adam`
+- ``numba``: plain CPU tensors take the numba kernel of :mod:`adamupdate.kernels.numba_step`
   (the ``fast`` extra), walking each tensor's memory from its ``data_ptr()``: MATLAB's
   operations in MATLAB's order, bitwise equal to the NumPy route, complex included, one
   parallel call for the whole group. A remembered step rechecks each gradient's form and every
@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._algorithm import StepCoefficients, torch_equivalent_epsilon
 from .._memory import overlaps_itself, reads_overlap, written_spans
+from ..rules import Rule, adam
+from ..rules.adam import StepCoefficients, torch_equivalent_epsilon
 
 NAME = "torch"
 MUTABLE = True  # tensors are updated in their own buffers
@@ -159,26 +160,30 @@ def finish_state(grad: torch.Tensor, updated: torch.Tensor) -> torch.Tensor:
 
 
 def group(
+    rule: Rule,
     dtype: torch.dtype,
-    state_dtypes: tuple[torch.dtype, torch.dtype],
+    state_dtypes: tuple[torch.dtype, ...],
     *,
     fresh: bool,
     inplace: bool,
     params: list[torch.Tensor],
     route: str | None = None,
 ) -> Group:
-    return Group(dtype, state_dtypes, fresh=fresh, inplace=inplace, params=params, route=route)
+    return Group(
+        rule, dtype, state_dtypes, fresh=fresh, inplace=inplace, params=params, route=route
+    )
 
 
-def _route(param: torch.Tensor, m_dtype: torch.dtype) -> str:
+def _route(rule: Rule, param: torch.Tensor, state_dtypes: tuple[torch.dtype, ...]) -> str:
     """The fastest route that computes this group's step (see the module docstring)."""
     plain = type(param) in _PLAIN
-    same_dtypes = m_dtype == param.dtype
+    real = param.dtype.to_real()
+    own = all(d == (real if sq else param.dtype) for d, sq in zip(state_dtypes, rule.squared))
     cpu = param.device.type == "cpu"
-    if plain and cpu and same_dtypes and param.dtype in _NUMPY_DTYPES and _numba() is not None:
+    if plain and cpu and own and param.dtype in _NUMPY_DTYPES and _numba() is not None:
         return "numba"
     fusable = param.device.type == "cuda" or (not plain and cpu)
-    if fusable and same_dtypes and not param.dtype.is_complex:
+    if rule is adam.RULE and fusable and own and not param.dtype.is_complex:
         return "fused"
     return "foreach"
 
@@ -197,28 +202,30 @@ class Group:
 
     def __init__(
         self,
+        rule: Rule,
         dtype: torch.dtype,
-        state_dtypes: tuple[torch.dtype, torch.dtype],
+        state_dtypes: tuple[torch.dtype, ...],
         *,
         fresh: bool,
         inplace: bool,
         params: list[torch.Tensor],
         route: str | None = None,
     ) -> None:
-        self.dtype = dtype
-        self.m_dtype, self.v_dtype = state_dtypes
+        self.rule, self.dtype, self.state_dtypes = rule, dtype, tuple(state_dtypes)
         self.fresh, self.inplace = fresh, inplace
-        self.route = route or _route(params[0], self.m_dtype)
+        self.route = route or _route(rule, params[0], self.state_dtypes)
         if self.route == "numba" and (_numba() is None or dtype not in _NUMPY_DTYPES):
             raise ValueError(f"the numba kernel cannot update {dtype} {params[0].device} tensors")
-        if self.route == "fused" and (dtype.is_complex or self.m_dtype != dtype):
+        if self.route == "fused" and (
+            rule is not adam.RULE or dtype.is_complex or self.state_dtypes[0] != dtype
+        ):
             raise ValueError(f"PyTorch's fused Adam cannot update {dtype} parameters here")
-        self._outputs: tuple[list, list, list] = ([], [], [])
-        self._work: tuple[list, list, list, list] = ([], [], [], [])
+        self._outputs: tuple[list, ...] = ()
+        self._work: tuple = ()
         self._write_back: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._table: tuple[np.ndarray, np.ndarray] | None = None
         self._written: list[torch.Tensor] = []
-        self._grad_forms: list[tuple] = []
+        self._grad_forms: list[list] = []
         self._addresses: list[int] = []
         self._step: torch.Tensor | None = None
         self._sizes = np.empty(0, np.intp)
@@ -227,20 +234,22 @@ class Group:
         self._planned = np.empty((7, 0), np.intp)  # the address table a remembered call reuses
         self._spans: tuple[np.ndarray, np.ndarray] = (self._planned[0], self._planned[0])
         self._keep: tuple = ()  # staged copies and gradients, alive until run()
+        pair = (*self.state_dtypes, *self.state_dtypes)[:2]
+        self._items = (dtype.itemsize, pair[0].itemsize, pair[1].itemsize)
 
     # -- binding ---------------------------------------------------------------------------
 
-    def bind(self, params, grads, avg_grads, avg_sq_grads, *, checked: bool) -> bool:
+    def bind(self, params, grads, states, *, checked: bool) -> bool:
         if not checked:
-            if not self._fits(params, grads, avg_grads, avg_sq_grads):
+            if not self._fits(params, grads, states):
                 return False
             if self.route == "numba":
-                return self._rebind(params, grads, avg_grads, avg_sq_grads)
-        self._bind(params, grads, avg_grads, avg_sq_grads)
+                return self._rebind(params, grads, states)
+        self._bind(params, grads, states)
         return True
 
-    def _fits(self, params, grads, avg_grads, avg_sq_grads) -> bool:
-        """A remembered step's leaves still have their planned form: parameters and averages
+    def _fits(self, params, grads, states) -> bool:
+        """A remembered step's leaves still have their planned form: parameters and states
         their shapes (a ``.data =`` swap or a ``resize_`` under the same object changes them),
         gradients their parameters' dtype, device, shape and memory layout, no lazy
         conjugate or negative bit, and storage enough behind them (a storage can be resized
@@ -252,9 +261,7 @@ class Group:
             or not all(map(_PLAIN.__contains__, map(type, grads)))
         ):
             return False
-        if not self.fresh and (
-            list(map(_SHAPE, avg_grads)) != shapes or list(map(_SHAPE, avg_sq_grads)) != shapes
-        ):
+        if not self.fresh and any(list(map(_SHAPE, column)) != shapes for column in states):
             return False
         n = len(grads)
         offsets = np.fromiter(map(torch.Tensor.storage_offset, grads), np.intp, n)
@@ -273,22 +280,21 @@ class Group:
         except (RuntimeError, AttributeError, TypeError):  # sparse: no strides; not a tensor
             return []
 
-    def _bind(self, params, grads, avg_grads, avg_sq_grads) -> None:
+    def _bind(self, params, grads, states) -> None:
         """Every leaf checked by the plan: lay them out for the route, make the outputs."""
         self._write_back = []
         with torch.no_grad():
             work_p = [_dense(p.detach()) for p in params]
             work_g = [_like(g.detach(), p) for g, p in zip(grads, work_p)]
-            if self.fresh:
-                work_m = work_v = None
-            else:
-                work_m = [_like(_full(m.detach(), p), p) for m, p in zip(avg_grads, work_p)]
-                work_v = [_like(_full(v.detach(), p), p) for v, p in zip(avg_sq_grads, work_p)]
-            outputs = self._make_outputs(params, avg_grads, avg_sq_grads, work_p)
+            work_s = [
+                None if self.fresh else [_like(_full(x.detach(), p), p) for x, p in zip(c, work_p)]
+                for c in states
+            ]
+            outputs = self._make_outputs(params, states, work_p)
             if self.route == "numba":
-                self._bind_numba(work_p, work_g, work_m, work_v, outputs)
+                self._bind_numba(work_p, work_g, work_s, outputs)
             else:
-                self._bind_in_place_kernel(work_p, work_g, work_m, work_v, outputs)
+                self._bind_in_place_kernel(work_p, work_g, work_s, outputs)
         self._outputs = outputs
         # A remembered step's gradients must be laid out as the parameters are, plain tensors
         # with no lazy bits: then the kernels can walk their memory as it is.
@@ -296,22 +302,21 @@ class Group:
         self._shapes = [p.shape for p in outputs[0]]
         self._extents = np.array([_extent(p) for p in work_p], np.intp)
 
-    def _make_outputs(self, params, avg_grads, avg_sq_grads, work_p) -> tuple[list, list, list]:
+    def _make_outputs(self, params, states, work_p) -> tuple[list, ...]:
         """The caller's own buffers in place (full-size ones), new ones otherwise."""
-        n = len(params)
         ps = list(params) if self.inplace else [torch.empty_like(p) for p in work_p]
-        ms: list[Any] = [None] * n
-        vs: list[Any] = [None] * n
-        for i, p in enumerate(work_p):
-            if self.inplace and not self.fresh and avg_grads[i].shape == p.shape:
-                ms[i] = avg_grads[i]
-            else:
-                ms[i] = torch.empty_like(p, dtype=self.m_dtype)
-            if self.inplace and not self.fresh and avg_sq_grads[i].shape == p.shape:
-                vs[i] = avg_sq_grads[i]
-            else:
-                vs[i] = torch.empty_like(p, dtype=self.v_dtype)
-        return ps, ms, vs
+        columns = [ps]
+        for column, dtype in zip(states, self.state_dtypes):
+            mine = self.inplace and not self.fresh
+            columns.append(
+                [
+                    column[i]
+                    if mine and column[i].shape == p.shape
+                    else torch.empty_like(p, dtype=dtype)
+                    for i, p in enumerate(work_p)
+                ]
+            )
+        return tuple(columns)
 
     def _staged(self, targets: list[torch.Tensor], like: list[torch.Tensor]) -> list:
         """Targets the kernel can write directly, or temporaries copied back after the step."""
@@ -325,12 +330,13 @@ class Group:
                 out.append(temp)
         return out
 
-    def _bind_numba(self, work_p, work_g, work_m, work_v, outputs) -> None:
-        ps, ms, vs = (self._staged(column, work_p) for column in outputs)
+    def _bind_numba(self, work_p, work_g, work_s, outputs) -> None:
+        staged = [self._staged(column, work_p) for column in outputs]
         if self.inplace:  # an in-place parameter is its own input when not staged
-            work_p = [t if t is p else w for t, p, w in zip(ps, outputs[0], work_p)]
-        states = (work_p, work_g) if self.fresh else (work_m, work_v)
-        rows = (work_p, work_g, *states, ps, ms, vs)
+            work_p = [t if t is p else w for t, p, w in zip(staged[0], outputs[0], work_p)]
+        ins = (work_p, work_g) if self.fresh else (*work_s, *work_s)[:2]
+        outs = (*staged[1:], *staged[1:])[:2]
+        rows = (work_p, work_g, *ins, staged[0], *outs)
         addresses = np.array([[t.data_ptr() for t in row] for row in rows], np.intp)
         sizes = np.array([t.numel() for t in work_p], np.intp)
         self._table, self._sizes = (addresses.reshape(7, len(work_p)), sizes), sizes
@@ -338,12 +344,13 @@ class Group:
         self._keep = rows
         self._remember(outputs, self._table[0])
 
-    def _rebind(self, params, grads, avg_grads, avg_sq_grads) -> bool:
-        """A remembered numba step: the same buffers at the same addresses with the same
-        parameter shapes (a ``.data =`` swap or a ``resize_`` changes one of them) and
-        gradients of the planned form. ~0.5 µs a tensor, nearly all of it attribute reads."""
+    def _rebind(self, params, grads, states) -> bool:
+        """A remembered numba step: the same buffers at the same addresses (a ``.data =`` swap
+        changes them) and gradients of the planned form (checked by :meth:`_fits`)."""
         address = torch.Tensor.data_ptr
-        addresses = [*map(address, params), *map(address, avg_grads), *map(address, avg_sq_grads)]
+        addresses = [*map(address, params)]
+        for column in states:
+            addresses += map(address, column)
         if addresses != self._addresses or self._write_back:
             return False
         n = len(params)
@@ -352,15 +359,10 @@ class Group:
         if self.inplace:
             if reads_overlap(self._spans, table[1], self._sizes, self.dtype.itemsize):
                 return False
-            outputs = (params, avg_grads, avg_sq_grads)
+            outputs = (params, *states)
         else:
-            outputs = (
-                [torch.empty_like(p) for p in params],
-                [torch.empty_like(m) for m in avg_grads],
-                [torch.empty_like(v) for v in avg_sq_grads],
-            )
-            for row, column in zip((4, 5, 6), outputs):
-                table[row] = np.fromiter(map(address, column), np.intp, n)
+            outputs = tuple([torch.empty_like(t) for t in column] for column in (params, *states))
+            self._fill_output_rows(table, outputs)
             self._remember(outputs, table)
         self._table = (table, self._sizes)
         self._outputs = outputs
@@ -368,65 +370,105 @@ class Group:
         self._keep = (grads, outputs)
         return True
 
+    def _fill_output_rows(self, table: np.ndarray, outputs) -> None:
+        """Rows 4-6 of the kernel's table from the outputs (a single state fills both)."""
+        n = table.shape[1]
+        rows = [np.fromiter(map(torch.Tensor.data_ptr, c), np.intp, n) for c in outputs]
+        table[4] = rows[0]
+        table[5], table[6] = (*rows[1:], *rows[1:])[:2]
+
     def _remember(self, outputs, table: np.ndarray) -> None:
         """What the next, remembered call will be handed: these outputs, at these addresses
-        (the rows it reads them from: 0, 2, 3)."""
+        (rows 0, 2 and 3; in place, rows 4-6 too)."""
         self._addresses = [t.data_ptr() for column in outputs for t in column]
         planned = table.copy()
-        planned[0], planned[2], planned[3] = (
-            np.fromiter(map(torch.Tensor.data_ptr, column), np.intp, len(column))
-            for column in outputs
-        )
+        n = planned.shape[1]
+        rows = [np.fromiter(map(torch.Tensor.data_ptr, c), np.intp, n) for c in outputs]
+        planned[0] = rows[0]
+        planned[2], planned[3] = (*rows[1:], *rows[1:])[:2]
         if self.inplace:
             planned[4], planned[5], planned[6] = planned[0], planned[2], planned[3]
-            items = (self.dtype.itemsize, self.m_dtype.itemsize, self.v_dtype.itemsize)
-            self._spans = written_spans(planned, self._sizes, items)
+            self._spans = written_spans(planned, self._sizes, self._items)
         self._planned = planned
 
-    def _bind_in_place_kernel(self, work_p, work_g, work_m, work_v, outputs) -> None:
+    def _bind_in_place_kernel(self, work_p, work_g, work_s, outputs) -> None:
         """``fused`` and ``foreach`` update their buffers in place: give them the outputs,
         holding the inputs' values."""
-        ps, ms, vs = (self._staged(column, work_p) for column in outputs)
-        for targets, sources in ((ps, work_p), (ms, work_m), (vs, work_v)):
+        staged = [self._staged(column, work_p) for column in outputs]
+        for targets, sources in zip(staged, (work_p, *work_s)):
             for target, source in zip(targets, sources or [None] * len(targets)):
                 if source is None:
                     target.zero_()
                 elif target is not source:
                     target.copy_(source)
-        self._work = (ps, work_g, ms, vs)
+        self._work = (staged[0], work_g, tuple(staged[1:]))
         if self.route == "fused":
             self._step = torch.zeros((), dtype=torch.float32, device=work_p[0].device)
         self._written = [t for column in outputs for t in column] if self.inplace else []
 
     # -- running ---------------------------------------------------------------------------
 
-    def run(self, c: StepCoefficients) -> None:
+    def run(self, c: Any) -> None:
         with torch.no_grad():
             if self.route == "numba":
-                from ..kernels import numba_adam
+                from ..kernels import numba_step
 
                 addresses, sizes = self._table
-                numba_adam.run(addresses, sizes, _NUMPY_DTYPES[self.dtype], self.fresh, c)
+                dtype = _NUMPY_DTYPES[self.dtype]
+                numba_step.run(addresses, sizes, dtype, self.fresh, c, self.rule.kernel)
                 self._keep = ()
             elif self.route == "fused":
                 # β^t is 0 in float64 long before float32's largest value for any β < 1:
                 # capping t there changes nothing and keeps the step tensor finite.
                 self._step.fill_(min(float(c.iteration), 3.0e38))
-                _fused_step(*self._work, self._step, c)
+                params, grads, (m, v) = self._work
+                _fused_step(params, grads, m, v, self._step, c)
+            elif self.rule is adam.RULE:
+                params, grads, (m, v) = self._work
+                _foreach_step(params, grads, m, v, c)
             else:
-                _foreach_step(*self._work, c)
+                _rule_step(self.rule, *self._work, c)
             for target, temp in self._write_back:
                 target.copy_(temp)
             if self.route == "numba" and self._written:
                 # Written behind autograd's back: bump the parameters' version counters as an
                 # in-place op would, so a graph that saved one refuses a stale backward(). (The
-                # averages are this step's own buffers, not inputs of anyone's graph.)
+                # states are this step's own buffers, not inputs of anyone's graph.)
                 torch.autograd.graph.increment_version(self._written)
-        self._work = ([], [], [], [])
-        self.fresh = False  # the outputs are full averages: a remembered plan passes them back
+        self._work = ()
+        self.fresh = False  # the outputs are full states: a remembered plan passes them back
 
-    def outputs(self) -> tuple[list, list, list]:
-        return self._outputs
+    def outputs(self) -> tuple[list, tuple[list, ...]]:
+        return self._outputs[0], tuple(self._outputs[1:])
+
+
+def _rule_step(rule: Rule, params, grads, states, c: Any) -> None:
+    """Any rule, one tensor at a time, in MATLAB's order: half precision in float32, complex
+    as pairs of reals. The buffers hold the inputs' values and receive the results (a fresh
+    state holds zeros: ``β·0 + x`` is ``x``, so no first-iteration form is needed)."""
+    compute = torch.float32 if params[0].dtype in _HALF else params[0].dtype
+    real = compute.to_real()
+    for i, (p, g) in enumerate(zip(params, grads)):
+        pc, gc = p.to(compute), g.to(compute)
+        xs = [column[i].to(real if sq else compute) for column, sq in zip(states, rule.squared)]
+        if compute.is_complex:
+            pc, gc = torch.view_as_real(pc), torch.view_as_real(gc)
+            g2 = gc.square().sum(-1, keepdim=True)
+            xs = [
+                x.unsqueeze(-1) if sq else torch.view_as_real(x) for x, sq in zip(xs, rule.squared)
+            ]
+        else:
+            g2 = gc * gc
+        new_p, *new_states = rule.step(torch, pc, gc, g2, tuple(xs), c)
+        if compute.is_complex:
+            new_p = torch.view_as_complex(new_p.contiguous())
+            new_states = [
+                x.squeeze(-1) if sq else torch.view_as_complex(x.contiguous())
+                for x, sq in zip(new_states, rule.squared)
+            ]
+        p.copy_(new_p)
+        for column, x in zip(states, new_states):
+            column[i].copy_(x)
 
 
 def _extent(t: torch.Tensor) -> int:

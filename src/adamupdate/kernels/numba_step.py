@@ -123,12 +123,16 @@ def compile(dtypes: Sequence[Any] = SUPPORTED_DTYPES) -> float:
     return time.perf_counter() - start
 
 
-def inspect(ids: np.ndarray, dtype: np.dtype, fresh: bool) -> tuple[np.ndarray, np.ndarray] | int:
+def inspect(
+    ids: np.ndarray, dtype: np.dtype, fresh: bool, squared: tuple[bool, ...] = (False, True)
+) -> tuple[np.ndarray, np.ndarray] | int:
     """Check a ``(7, n)`` table of NumPy array ``id()``\\ s (rows :data:`ROLES`) from their headers.
 
     Every array must be a plain ``ndarray`` of its role's dtype (``dtype``; its real
-    counterpart for ``avg_sq_grad``), C-contiguous, writeable if an output, with exactly its
-    parameter's shape. Rows 2 and 3 are not read when ``fresh``. Returns ``(addresses,
+    counterpart for a state that accumulates ``|g|^2`` — ``squared`` tells, per state, as
+    :attr:`adamupdate.rules.Rule.squared` does; a rule with one state repeats it in rows 3 and
+    6), C-contiguous, writeable if an output, with exactly its parameter's shape. Rows 2 and 3
+    are not read when ``fresh``. Returns ``(addresses,
     sizes)`` — the data addresses in the same ``(7, n)`` layout and each parameter's element
     count — or the index of the first failing column, or ``-1`` when headers cannot be read on
     this Python (the caller then checks in Python). The ids must be of live arrays.
@@ -138,35 +142,32 @@ def inspect(ids: np.ndarray, dtype: np.dtype, fresh: bool) -> tuple[np.ndarray, 
         return -1
     addresses = np.empty(ids.shape, np.intp)
     sizes = np.empty(ids.shape[1], np.intp)
-    failed = _state["inspect"](ids, _expected(np.dtype(dtype)), layout, fresh, sizes, addresses)
+    want = _expected(np.dtype(dtype), (*squared, *squared)[:2])
+    failed = _state["inspect"](ids, want, layout, fresh, sizes, addresses)
     return (addresses, sizes) if failed < 0 else int(failed)
 
 
-def run(addresses: np.ndarray, sizes: np.ndarray, dtype: np.dtype, fresh: bool, c: Any) -> None:
-    """One Adam step on every parameter of a ``(7, n)`` address table (rows :data:`ROLES`).
+def run(
+    addresses: np.ndarray, sizes: np.ndarray, dtype: np.dtype, fresh: bool, c: Any, rule: int = 0
+) -> None:
+    """One step of ``rule`` (:attr:`adamupdate.rules.Rule.kernel`; Adam by default) on every
+    parameter of a ``(7, n)`` address table (rows :data:`ROLES`; a rule with one state reads
+    rows 2 and 5). ``c.kernel()`` gives the rule's scalars.
 
-    The memory behind each address must be contiguous, of ``dtype`` (real for ``avg_sq_grad``)
+    The memory behind each address must be contiguous, of ``dtype`` (real for a squared state)
     and ``sizes[j]`` elements long; an output must *be* its input or overlap no input. Nothing
     is checked here and nothing can raise: see :func:`inspect` and :func:`fused_step_many`.
     """
-    coef = np.array(
-        (
-            c.grad_decay,
-            c.one_minus_grad_decay,
-            c.sq_grad_decay,
-            c.one_minus_sq_grad_decay,
-            c.step_size,
-            c.epsilon,
-        ),
-        _real_dtype(dtype),
-    )
+    coef = np.array(c.kernel(), _real_dtype(dtype))
+    if dtype.kind == "c" and rule == _SGDM:  # no |g|^2: complex numbers are pairs of reals
+        dtype, sizes = _real_dtype(dtype), 2 * sizes
     kernel = _state["complex" if dtype.kind == "c" else "real"]
     parallel = _state["threads"] and int(sizes.sum()) > _BLOCK
     if not parallel or _state["safe_layer"]:
-        kernel(addresses, sizes, coef, fresh, parallel)
+        kernel(addresses, sizes, coef, fresh, parallel, rule)
         return
     with _launch_lock:
-        kernel(addresses, sizes, coef, fresh, parallel)
+        kernel(addresses, sizes, coef, fresh, parallel, rule)
         if _state["safe_layer"] is None:
             import numba
 
@@ -236,6 +237,9 @@ class _ZeroStep:
     grad_decay = one_minus_grad_decay = sq_grad_decay = one_minus_sq_grad_decay = 0.0
     step_size = epsilon = 0.0
 
+    def kernel(self) -> tuple[float, ...]:
+        return (0.0,) * 6
+
 
 _ZERO_STEP: Any = _ZeroStep()
 
@@ -249,16 +253,17 @@ def _real_dtype(dtype: np.dtype) -> np.dtype:
     return np.empty(0, dtype).real.dtype
 
 
-_expected_cache: dict[np.dtype, np.ndarray] = {}
+_expected_cache: dict[tuple, np.ndarray] = {}
 
 
-def _expected(dtype: np.dtype) -> np.ndarray:
+def _expected(dtype: np.dtype, squared: tuple[bool, bool] = (False, True)) -> np.ndarray:
     """What the header check compares with: each role's dtype object, then ``ndarray``."""
-    want = _expected_cache.get(dtype)
+    want = _expected_cache.get((dtype, squared))
     if want is None:
         d, r = dtype, _real_dtype(dtype)
-        want = np.array([id(x) for x in (d, d, d, r, d, d, r, np.ndarray)], np.intp)
-        _expected_cache[dtype] = want  # the dtype objects stay referenced as keys
+        s1, s2 = (r if sq else d for sq in squared)
+        want = np.array([id(x) for x in (d, d, s1, s2, d, s1, s2, np.ndarray)], np.intp)
+        _expected_cache[dtype, squared] = want  # the dtype objects stay referenced as keys
     return want
 
 
@@ -373,7 +378,18 @@ def _build() -> None:
         ns["_load_intp"] = loader(types.intp)
         ns["_load_int32"] = loader(types.int32)
         options = {"fastmath": False, "error_model": "numpy"}
-        for name in ("_real_fresh", "_real_continue", "_complex_fresh", "_complex_continue"):
+        for name in (
+            "_real_fresh",
+            "_real_continue",
+            "_complex_fresh",
+            "_complex_continue",
+            "_rmsprop_real_fresh",
+            "_rmsprop_real_continue",
+            "_rmsprop_complex_fresh",
+            "_rmsprop_complex_continue",
+            "_sgdm_fresh",
+            "_sgdm_continue",
+        ):
             ns[name] = numba.njit(inline="always", **options)(ns[name])
         for name in ("_real_span", "_complex_span", "_real_range", "_complex_range", "_starts"):
             ns[name] = numba.njit(**options)(ns[name])
@@ -406,6 +422,7 @@ def _load_int32(address: int) -> int:  # replaced by a numba intrinsic
     raise RuntimeError("a numba intrinsic: only compiled code calls it")
 
 
+_ADAM, _RMSPROP, _SGDM = 0, 1, 2  # rules.Rule.kernel of each rule
 _C_CONTIGUOUS = 0x0001  # NPY_ARRAY_C_CONTIGUOUS
 _WRITEABLE = 0x0400  # NPY_ARRAY_WRITEABLE
 
@@ -505,38 +522,132 @@ def _complex_continue(p, g, m, v, po, mo, vo, lo, hi, k):  # type: ignore[no-unt
         po[im] = p[im] - (k[4] * mi) / d
 
 
+# RMSProp: k holds b2, 1-b2, lr, eps.
+
+
+def _rmsprop_real_fresh(p, g, po, vo, lo, hi, k):  # type: ignore[no-untyped-def]
+    for i in range(lo, hi):
+        gi = g[i]
+        vi = k[1] * (gi * gi)
+        vo[i] = vi
+        po[i] = p[i] - (k[2] * gi) / (math.sqrt(vi) + k[3])
+
+
+def _rmsprop_real_continue(p, g, v, po, vo, lo, hi, k):  # type: ignore[no-untyped-def]
+    for i in range(lo, hi):
+        gi = g[i]
+        vi = k[0] * v[i] + k[1] * (gi * gi)
+        vo[i] = vi
+        po[i] = p[i] - (k[2] * gi) / (math.sqrt(vi) + k[3])
+
+
+def _rmsprop_complex_fresh(p, g, po, vo, lo, hi, k):  # type: ignore[no-untyped-def]
+    for i in range(lo, hi):
+        re = 2 * i
+        im = re + 1
+        gr = g[re]
+        gi = g[im]
+        vi = k[1] * (gr * gr + gi * gi)
+        vo[i] = vi
+        d = math.sqrt(vi) + k[3]
+        po[re] = p[re] - (k[2] * gr) / d
+        po[im] = p[im] - (k[2] * gi) / d
+
+
+def _rmsprop_complex_continue(p, g, v, po, vo, lo, hi, k):  # type: ignore[no-untyped-def]
+    for i in range(lo, hi):
+        re = 2 * i
+        im = re + 1
+        gr = g[re]
+        gi = g[im]
+        vi = k[0] * v[i] + k[1] * (gr * gr + gi * gi)
+        vo[i] = vi
+        d = math.sqrt(vi) + k[3]
+        po[re] = p[re] - (k[2] * gr) / d
+        po[im] = p[im] - (k[2] * gi) / d
+
+
+# SGDM: k holds momentum, lr. An empty velocity is 0: 0 - lr*g.
+
+
+def _sgdm_fresh(p, g, po, so, lo, hi, k):  # type: ignore[no-untyped-def]
+    for i in range(lo, hi):
+        vel = 0.0 - k[1] * g[i]
+        so[i] = vel
+        po[i] = p[i] + vel
+
+
+def _sgdm_continue(p, g, s, po, so, lo, hi, k):  # type: ignore[no-untyped-def]
+    for i in range(lo, hi):
+        vel = k[0] * s[i] - k[1] * g[i]
+        so[i] = vel
+        po[i] = p[i] + vel
+
+
 # The span functions resolve one array's pointers and pick a loop. In-place updates get loops
 # called with the *same* pointer for input and output: with distinct-but-equal pointers LLVM's
 # runtime overlap check fails and it runs the scalar loop, ~4x slower.
 
 
-def _real_span(h, j, lo, hi, k, fresh):  # type: ignore[no-untyped-def]
-    p, g = h[0, j], _pointer(h[1, j], k)
-    po, mo, vo = h[4, j], h[5, j], h[6, j]
-    if fresh:
-        pp = _pointer(p, k)
-        ppo = pp if po == p else _pointer(po, k)
-        _real_fresh(pp, g, ppo, _pointer(mo, k), _pointer(vo, k), lo, hi, k)
+def _real_span(h, j, lo, hi, k, fresh, rule):  # type: ignore[no-untyped-def]
+    p, g, po = h[0, j], _pointer(h[1, j], k), h[4, j]
+    pp = _pointer(p, k)
+    if rule == _ADAM:
+        mo, vo = h[5, j], h[6, j]
+        if fresh:
+            ppo = pp if po == p else _pointer(po, k)
+            _real_fresh(pp, g, ppo, _pointer(mo, k), _pointer(vo, k), lo, hi, k)
+            return
+        m, v = h[2, j], h[3, j]
+        mp, vp = _pointer(m, k), _pointer(v, k)
+        if po == p and mo == m and vo == v:
+            _real_continue(pp, g, mp, vp, pp, mp, vp, lo, hi, k)
+        else:
+            ppo, mpo, vpo = _pointer(po, k), _pointer(mo, k), _pointer(vo, k)
+            _real_continue(pp, g, mp, vp, ppo, mpo, vpo, lo, hi, k)
         return
-    m, v = h[2, j], h[3, j]
-    pp, mp, vp = _pointer(p, k), _pointer(m, k), _pointer(v, k)
-    if po == p and mo == m and vo == v:
-        _real_continue(pp, g, mp, vp, pp, mp, vp, lo, hi, k)
-    else:
-        ppo, mpo, vpo = _pointer(po, k), _pointer(mo, k), _pointer(vo, k)
-        _real_continue(pp, g, mp, vp, ppo, mpo, vpo, lo, hi, k)
-
-
-def _complex_span(h, j, lo, hi, k, fresh):  # type: ignore[no-untyped-def]
-    p, g = h[0, j], _pointer(h[1, j], k)
-    po, mo, vo = h[4, j], h[5, j], h[6, j]
+    s, so = h[2, j], h[5, j]  # the one state of RMSProp (v) or SGDM (velocity)
     if fresh:
-        pp = _pointer(p, k)
+        ppo = pp if po == p else _pointer(po, k)
+        if rule == _RMSPROP:
+            _rmsprop_real_fresh(pp, g, ppo, _pointer(so, k), lo, hi, k)
+        else:
+            _sgdm_fresh(pp, g, ppo, _pointer(so, k), lo, hi, k)
+        return
+    sp = _pointer(s, k)
+    if po == p and so == s:
+        if rule == _RMSPROP:
+            _rmsprop_real_continue(pp, g, sp, pp, sp, lo, hi, k)
+        else:
+            _sgdm_continue(pp, g, sp, pp, sp, lo, hi, k)
+    else:
+        ppo, spo = _pointer(po, k), _pointer(so, k)
+        if rule == _RMSPROP:
+            _rmsprop_real_continue(pp, g, sp, ppo, spo, lo, hi, k)
+        else:
+            _sgdm_continue(pp, g, sp, ppo, spo, lo, hi, k)
+
+
+def _complex_span(h, j, lo, hi, k, fresh, rule):  # type: ignore[no-untyped-def]
+    """Adam and RMSProp on complex arrays (SGDM has no |g|^2: it runs as real pairs)."""
+    p, g, po = h[0, j], _pointer(h[1, j], k), h[4, j]
+    pp = _pointer(p, k)
+    if rule == _RMSPROP:
+        v, vo = h[2, j], h[5, j]
+        vpo = _pointer(vo, k)
+        ppo = pp if po == p else _pointer(po, k)
+        if fresh:
+            _rmsprop_complex_fresh(pp, g, ppo, vpo, lo, hi, k)
+        else:
+            _rmsprop_complex_continue(pp, g, _pointer(v, k), ppo, vpo, lo, hi, k)
+        return
+    mo, vo = h[5, j], h[6, j]
+    if fresh:
         ppo = pp if po == p else _pointer(po, k)
         _complex_fresh(pp, g, ppo, _pointer(mo, k), _pointer(vo, k), lo, hi, k)
         return
     m, v = h[2, j], h[3, j]
-    pp, mp, vp = _pointer(p, k), _pointer(m, k), _pointer(v, k)
+    mp, vp = _pointer(m, k), _pointer(v, k)
     if po == p and mo == m and vo == v:
         _complex_continue(pp, g, mp, vp, pp, mp, vp, lo, hi, k)
     else:
@@ -544,24 +655,24 @@ def _complex_span(h, j, lo, hi, k, fresh):  # type: ignore[no-untyped-def]
         _complex_continue(pp, g, mp, vp, ppo, mpo, vpo, lo, hi, k)
 
 
-def _real_range(h, starts, lo, hi, k, fresh):  # type: ignore[no-untyped-def]
+def _real_range(h, starts, lo, hi, k, fresh, rule):  # type: ignore[no-untyped-def]
     """Elements [lo, hi) of the concatenation of all arrays (``starts``: their offsets)."""
     j = np.searchsorted(starts, lo, side="right") - 1
     while lo < hi:
         stop = min(hi, starts[j + 1])
         if stop > lo:
-            _real_span(h, j, lo - starts[j], stop - starts[j], k, fresh)
+            _real_span(h, j, lo - starts[j], stop - starts[j], k, fresh, rule)
         lo = stop
         j += 1
 
 
-def _complex_range(h, starts, lo, hi, k, fresh):  # type: ignore[no-untyped-def]
+def _complex_range(h, starts, lo, hi, k, fresh, rule):  # type: ignore[no-untyped-def]
     """As :func:`_real_range`, counting complex elements."""
     j = np.searchsorted(starts, lo, side="right") - 1
     while lo < hi:
         stop = min(hi, starts[j + 1])
         if stop > lo:
-            _complex_span(h, j, lo - starts[j], stop - starts[j], k, fresh)
+            _complex_span(h, j, lo - starts[j], stop - starts[j], k, fresh, rule)
         lo = stop
         j += 1
 
@@ -578,21 +689,21 @@ def _starts(sizes):  # type: ignore[no-untyped-def]
 # and on a busy machine a descheduled worker stalls the whole call).
 
 
-def _drive_real(h, sizes, k, fresh, parallel):  # type: ignore[no-untyped-def]
+def _drive_real(h, sizes, k, fresh, parallel, rule):  # type: ignore[no-untyped-def]
     starts = _starts(sizes)
     total = starts[-1]
     if not parallel:
-        _real_range(h, starts, 0, total, k, fresh)
+        _real_range(h, starts, 0, total, k, fresh, rule)
         return
     for b in _prange((total + _BLOCK - 1) // _BLOCK):
-        _real_range(h, starts, b * _BLOCK, min((b + 1) * _BLOCK, total), k, fresh)
+        _real_range(h, starts, b * _BLOCK, min((b + 1) * _BLOCK, total), k, fresh, rule)
 
 
-def _drive_complex(h, sizes, k, fresh, parallel):  # type: ignore[no-untyped-def]
+def _drive_complex(h, sizes, k, fresh, parallel, rule):  # type: ignore[no-untyped-def]
     starts = _starts(sizes)
     total = starts[-1]
     if not parallel:
-        _complex_range(h, starts, 0, total, k, fresh)
+        _complex_range(h, starts, 0, total, k, fresh, rule)
         return
     for b in _prange((total + _BLOCK - 1) // _BLOCK):
-        _complex_range(h, starts, b * _BLOCK, min((b + 1) * _BLOCK, total), k, fresh)
+        _complex_range(h, starts, b * _BLOCK, min((b + 1) * _BLOCK, total), k, fresh, rule)
