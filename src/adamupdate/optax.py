@@ -86,6 +86,12 @@ def adam(
         ``optax.chain(scale_by_matlab_adam(b1, b2, eps), <scale by -learning_rate>)``; its state
         is ``(ScaleByAdamState(count, mu, nu), EmptyState() or ScaleByScheduleState(count))``.
 
+    Raises
+    ------
+    TypeError, ValueError
+        For a hyper-parameter given as a Python or NumPy number that is not a finite number in
+        its range (arrays, as ``inject_hyperparams`` passes them, are taken as they are).
+
     Notes
     -----
     ``optax.inject_hyperparams(adam)(learning_rate=...)`` makes the learning rate a state you
@@ -134,7 +140,9 @@ def adam(
     )
 
 
-def scale_by_matlab_adam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8):
+def scale_by_matlab_adam(
+    b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
+) -> optax.GradientTransformation:
     r"""Rescale updates by MATLAB's Adam step without the learning rate:
     :math:`\frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t} \cdot \frac{m_t}{\sqrt{v_t} + \epsilon}`.
 
