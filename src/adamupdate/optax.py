@@ -1,0 +1,285 @@
+r"""MATLAB's Adam step as optax gradient transformations: :func:`adam` and
+:func:`scale_by_matlab_adam`.
+
+The same structure as ``optax.adam`` — a ``scale_by_*`` transformation holding
+``ScaleByAdamState(count, mu, nu)``, chained with scaling by :math:`-\alpha` — so it composes
+with ``optax.chain``, ``optax.inject_hyperparams``, schedules and ``jax.jit`` as ``optax.adam``
+does, but the step is MATLAB's: :math:`\epsilon` is added to :math:`\sqrt{v}`, the *uncorrected*
+second moment, and both bias corrections are folded into the step size (see
+:mod:`adamupdate._algorithm`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from . import _validate
+from ._extras import require
+
+optax = require("optax", "optax", "adamupdate.optax")
+
+import jax  # noqa: E402  (optax needs jax: both are there)
+import jax.numpy as jnp  # noqa: E402
+
+__all__ = ["adam", "scale_by_matlab_adam"]
+
+_HALF = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+
+
+def adam(
+    learning_rate: Any = 0.001,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+) -> optax.GradientTransformation:
+    r"""Adam with MATLAB's numbers, as an optax ``GradientTransformation``.
+
+    At step :math:`t` (1 on the first update), with :math:`g` the incoming update (a gradient)
+    and :math:`\alpha` = ``learning_rate``:
+
+    .. math::
+
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1)\, g, \qquad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2)\, |g|^2 \\
+        u_t &= -\alpha \, \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}
+               \cdot \frac{m_t}{\sqrt{v_t} + \epsilon}
+
+    and ``optax.apply_updates`` adds :math:`u_t` to the parameters: MATLAB's ``adamupdate``
+    step, :math:`p - \alpha_t m / (\sqrt v + \epsilon)`.
+
+    **How it differs from** ``optax.adam``: optax computes
+    :math:`-\alpha\, \hat m / (\sqrt{\hat v} + \epsilon)` with :math:`\hat m = m/(1-\beta_1^t)`
+    and :math:`\hat v = v/(1-\beta_2^t)`, i.e. it adds :math:`\epsilon` to the square root of
+    the *bias-corrected* :math:`\hat v`. The two agree only when optax's :math:`\epsilon` is
+    :math:`\epsilon/\sqrt{1-\beta_2^t}`; early in training and for small gradients they differ
+    visibly (with the defaults at :math:`t = 1`, optax's effective :math:`\epsilon` is
+    :math:`\sqrt{0.001}` times MATLAB's). Also:
+
+    - the scalars :math:`1-\beta`, :math:`\sqrt{1-\beta_2^t}/(1-\beta_1^t)` are computed before
+      being applied in each array's precision (:math:`1-\beta_2^t` as
+      :math:`-\mathrm{expm1}(t \log \beta_2)`, which keeps full relative precision in float32);
+    - complex parameters: :math:`v` is kept real (``optax.adam`` keeps a complex :math:`v` with
+      a zero imaginary part), and complex values are scaled componentwise, as MATLAB scales a
+      complex array by a real number;
+    - float16/bfloat16 gradients keep float32 averages, as :func:`adamupdate.adamupdate` does;
+    - no ``eps_root``, ``mu_dtype`` or ``nesterov`` options: MATLAB's ``adamupdate`` has none.
+
+    The updates are within a few float32 ulps of :func:`adamupdate.adamupdate` on the same
+    arrays: that call multiplies :math:`\alpha` into the step size before the division, this
+    chain scales the quotient by :math:`-\alpha` afterwards.
+
+    Parameters
+    ----------
+    learning_rate
+        :math:`\alpha \ge 0`, a number or an optax schedule (a function of the step count,
+        which starts at 0).
+    b1, b2
+        :math:`\beta_1, \beta_2 \in [0, 1)`: MATLAB's ``GradientDecayFactor`` and
+        ``SquaredGradientDecayFactor`` (defaults 0.9 and 0.999).
+    eps
+        :math:`\epsilon > 0`, added to :math:`\sqrt{v}` (default 1e-8).
+
+    Returns
+    -------
+    optax.GradientTransformation
+        ``optax.chain(scale_by_matlab_adam(b1, b2, eps), <scale by -learning_rate>)``; its state
+        is ``(ScaleByAdamState(count, mu, nu), EmptyState() or ScaleByScheduleState(count))``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a hyper-parameter given as a Python or NumPy number that is not a finite number in
+        its range (arrays, as ``inject_hyperparams`` passes them, are taken as they are).
+
+    Notes
+    -----
+    ``optax.inject_hyperparams(adam)(learning_rate=...)`` makes the learning rate a state you
+    can change between steps. It also stores ``b1``, ``b2`` and ``eps`` as arrays of the
+    parameters' dtype, so in float32 they lose MATLAB's double precision: 0.999 becomes
+    0.99900001…, which moves :math:`1-\beta_2` by 1.3e-5 relative. To keep them exact pass
+    ``static_args=("b1", "b2", "eps")``.
+
+    Examples
+    --------
+    MATLAB's own example, one step with learn rate 0.05 and decays 0.75 and 0.95:
+
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import optax
+    >>> import adamupdate.optax
+    >>> solver = adamupdate.optax.adam(learning_rate=0.05, b1=0.75, b2=0.95)
+    >>> params = jnp.zeros((3, 3, 4))
+    >>> state = solver.init(params)
+    >>> updates, state = solver.update(jnp.ones((3, 3, 4)), state, params)
+    >>> params = optax.apply_updates(params, updates)
+    >>> print(f"{float(-params[0, 0, 0]):.7f}")  # MATLAB: 0.05·√0.05/(√0.05 + 1e-8) in single
+    0.0500000
+
+    Minimising a function under ``jax.jit``, with gradient clipping in front:
+
+    >>> solver = optax.chain(optax.clip_by_global_norm(1.0), adamupdate.optax.adam(0.1))
+    >>> def f(x):
+    ...     return jnp.sum((x - 3.0) ** 2)
+    >>> @jax.jit
+    ... def step(params, state):
+    ...     updates, state = solver.update(jax.grad(f)(params), state, params)
+    ...     return optax.apply_updates(params, updates), state
+    >>> params = jnp.array([0.0, 1.0, 2.0])
+    >>> state = solver.init(params)
+    >>> for _ in range(200):
+    ...     params, state = step(params, state)
+    >>> print(bool(f(params) < 1e-3))
+    True
+    """
+    if not callable(learning_rate) and _is_number(learning_rate):
+        _validate.learn_rate(learning_rate, "learning_rate")
+    return optax.chain(
+        scale_by_matlab_adam(b1=b1, b2=b2, eps=eps),
+        _scale_by_learning_rate(learning_rate),
+    )
+
+
+def scale_by_matlab_adam(
+    b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
+) -> optax.GradientTransformation:
+    r"""Rescale updates by MATLAB's Adam step without the learning rate:
+    :math:`\frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t} \cdot \frac{m_t}{\sqrt{v_t} + \epsilon}`.
+
+    See :func:`adam`, which chains it with scaling by :math:`-\alpha`. The state is
+    ``optax.ScaleByAdamState(count, mu, nu)``: the step count (int32, 0 before the first
+    update) and the *uncorrected* moments :math:`m` and :math:`v` (real for complex inputs).
+
+    Returns
+    -------
+    optax.GradientTransformation
+    """
+
+    for name, decay in (("b1", b1), ("b2", b2)):
+        if _is_number(decay):
+            _validate.decay(decay, name)
+    if _is_number(eps) and not _validate.learn_rate(eps, "eps") > 0:
+        raise ValueError(f"eps must be > 0, got {eps!r}")
+
+    def init_fn(params: Any) -> optax.ScaleByAdamState:
+        mu = jax.tree.map(lambda p: jnp.zeros(p.shape, _state_dtype(p.dtype)), params)
+        nu = jax.tree.map(lambda p: jnp.zeros(p.shape, _real(_state_dtype(p.dtype))), params)
+        return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu)
+
+    def update_fn(updates: Any, state: optax.ScaleByAdamState, params: Any = None) -> tuple:
+        del params
+        count = optax.safe_increment(state.count)
+        mu = _tree_map(lambda g, m: _update_moment(m, g, b1), updates, state.mu)
+        nu = _tree_map(lambda g, v: _update_moment(v, _squared_magnitude(g), b2), updates, state.nu)
+        step_size = jnp.sqrt(_one_minus_power(b2, count)) / _one_minus_power(b1, count)
+        steps = _tree_map(lambda g, m, v: _step(g.dtype, step_size, m, v, eps), updates, mu, nu)
+        return steps, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# --- the math, one line each (MATLAB's order: see adamupdate._algorithm) ---------------------
+
+
+def _update_moment(moment: Any, value: Any, decay: Any) -> Any:
+    r""":math:`\beta\, moment + (1-\beta)\, value`; complex componentwise, as MATLAB scales a
+    complex array by a real number (a complex product would turn inf+0j into inf+nan·j)."""
+    if jnp.iscomplexobj(value):
+        real = _update_moment(moment.real, value.real, decay)
+        imag = _update_moment(moment.imag, value.imag, decay)
+        return jax.lax.complex(real, imag)
+    value = value.astype(moment.dtype)
+    return _like(decay, moment) * moment + _like(1 - decay, moment) * value
+
+
+def _squared_magnitude(g: Any) -> Any:
+    """:math:`|g|^2 = g \\bar g`, real."""
+    g = g.astype(_state_dtype(g.dtype))
+    return g.real * g.real + g.imag * g.imag if jnp.iscomplexobj(g) else g * g
+
+
+def _one_minus_power(beta: Any, count: Any) -> Any:
+    r""":math:`1-\beta^t` as :math:`-\mathrm{expm1}(t \log\beta)`: no cancellation for
+    :math:`\beta` near 1. A Python number's logarithm is taken in float64."""
+    if isinstance(beta, (int, float)):
+        return 1.0 if beta == 0 else -jnp.expm1(count * math.log(beta))
+    return -jnp.expm1(count * jnp.log(beta))  # log(0) = -inf gives 1, as it should
+
+
+def _step(dtype: Any, step_size: Any, m: Any, v: Any, eps: Any) -> Any:
+    r""":math:`(s\, m) / (\sqrt{v} + \epsilon)`, in ``m``'s precision, back in ``dtype``."""
+    denominator = jnp.sqrt(v) + _like(eps, v)
+    s = _like(step_size, v)
+    if jnp.iscomplexobj(m):
+        out = jax.lax.complex((s * m.real) / denominator, (s * m.imag) / denominator)
+    else:
+        out = (s * m) / denominator
+    return out.astype(dtype)
+
+
+def _scale_by_learning_rate(learning_rate: Any):
+    r"""Multiply updates by :math:`-\alpha` (a number or a schedule of the step count), in each
+    array's precision; complex arrays componentwise."""
+
+    def scale(updates: Any, rate: Any) -> Any:
+        return _tree_map(lambda u: _scaled(u, -rate), updates)
+
+    if callable(learning_rate):
+
+        def init_fn(params: Any) -> optax.ScaleByScheduleState:
+            del params
+            return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+        def update_fn(updates, state, params=None):
+            del params
+            rate = learning_rate(state.count)
+            return scale(updates, rate), optax.ScaleByScheduleState(
+                count=optax.safe_increment(state.count)
+            )
+
+        return optax.GradientTransformation(init_fn, update_fn)
+
+    def update_constant(updates, state, params=None):
+        del params
+        return scale(updates, learning_rate), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_constant)
+
+
+def _scaled(u: Any, factor: Any) -> Any:
+    f = _like(factor, u.real if jnp.iscomplexobj(u) else u)
+    if jnp.iscomplexobj(u):
+        return jax.lax.complex(f * u.real, f * u.imag)
+    return f * u
+
+
+# --- dtypes and trees ------------------------------------------------------------------------
+
+
+def _state_dtype(dtype: Any) -> Any:
+    """The averages' dtype: float32 for half precision (as adamupdate keeps them)."""
+    dtype = jnp.dtype(dtype)
+    return jnp.dtype(jnp.float32) if dtype in _HALF else dtype
+
+
+def _real(dtype: Any) -> Any:
+    return jnp.finfo(dtype).dtype
+
+
+def _like(scalar: Any, array: Any) -> Any:
+    """A scalar (a Python number, or an array such as inject_hyperparams makes) in ``array``'s
+    real precision: a double times a single array is a single operation, as in MATLAB."""
+    return jnp.asarray(scalar, dtype=_real(array.dtype))
+
+
+def _is_number(x: Any) -> bool:
+    """A Python or NumPy number (checked here); arrays and tracers, as inject_hyperparams
+    passes, are taken as they are."""
+    return isinstance(x, (int, float)) or (hasattr(x, "dtype") and not isinstance(x, jax.Array))
+
+
+def _tree_map(f, tree: Any, *rest: Any) -> Any:
+    """``jax.tree.map`` that passes ``None`` leaves (masked-out updates) through."""
+    return jax.tree.map(
+        lambda x, *xs: None if x is None else f(x, *xs), tree, *rest, is_leaf=lambda x: x is None
+    )
