@@ -16,7 +16,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ._api import adamupdate
+from ._api import adamupdate, rmspropupdate, sgdmupdate
+from ._dlupdate import dlupdate
 
 __version__ = "0.2.0"
 
@@ -32,7 +33,7 @@ _LAZY = {
     "TrainingProgressMonitor": "monitor",
 }
 
-__all__ = ["adamupdate", *_LAZY]
+__all__ = ["adamupdate", "dlupdate", "rmspropupdate", "sgdmupdate", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

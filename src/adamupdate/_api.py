@@ -1,7 +1,8 @@
-"""``adamupdate()``: arguments → plan (made, or carried by the averages) → step → containers.
+"""MATLAB's custom-training-loop solvers: ``adamupdate``, ``sgdmupdate``, ``rmspropupdate``.
 
-The math is in :mod:`adamupdate._algorithm`, the planning in :mod:`adamupdate._plan`, the
-backends in :mod:`adamupdate.backends`.
+Each validates its scalars and hands its rule (:mod:`adamupdate.rules`) to the shared engine
+(:func:`adamupdate._solve.solve`: plan, step, containers). ``dlupdate`` is in
+:mod:`adamupdate._dlupdate`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 
 from . import _validate
 from ._solve import solve
-from .rules import adam
+from .rules import adam, rmsprop, sgdm
 
 T = TypeVar("T")
 
@@ -127,3 +128,121 @@ def _adam_hyperparameters(
         iteration=iteration,
         xp=xp,
     )
+
+
+def sgdmupdate(
+    params: T,
+    grad: Any,
+    vel: Any,
+    learn_rate: float = 0.01,
+    momentum: float = 0.9,
+    *,
+    inplace: bool = False,
+    state_dtype: Any = None,
+) -> tuple[T, Any]:
+    r"""Update learnable parameters with one step of gradient descent with momentum, exactly as
+    MATLAB's ``sgdmupdate``.
+
+    .. math::
+
+        v \leftarrow \gamma v - \alpha g, \qquad p \leftarrow p + v
+
+    with :math:`\gamma` = ``momentum`` and :math:`\alpha` = ``learn_rate`` (see
+    :mod:`adamupdate.rules.sgdm`, and for how ``torch.optim.SGD`` differs).
+
+    Parameters
+    ----------
+    params, grad
+        As for :func:`adamupdate.adamupdate`: arrays, containers, tables or a network.
+    vel
+        The velocity returned by the previous call, or ``None`` (MATLAB's ``[]``) at first.
+    learn_rate
+        :math:`\alpha \ge 0` (default 0.01); a network's parameters scale it by their
+        learn-rate factors.
+    momentum
+        :math:`\gamma \in [0, 1)` (default 0.9).
+    inplace, state_dtype
+        As for :func:`adamupdate.adamupdate`.
+
+    Returns
+    -------
+    params, vel
+        The updated parameters and the velocity, which mirrors ``grad``.
+
+    Examples
+    --------
+    MATLAB's own example: learn rate 0.05, momentum 0.95, a gradient of ones.
+
+    >>> import numpy as np
+    >>> from adamupdate import sgdmupdate
+    >>> params, vel = sgdmupdate(np.zeros((3, 3, 4)), np.ones((3, 3, 4)), None, 0.05, 0.95)
+    >>> float(vel[0, 0, 0])
+    -0.05
+    """
+    hyper = sgdm.Hyperparameters(
+        learn_rate=_validate.learn_rate(learn_rate),
+        momentum=_validate.decay(momentum, "momentum"),
+    )
+    params, (vel,) = solve(sgdm.RULE, params, grad, (vel,), hyper, inplace, state_dtype)
+    return params, vel
+
+
+def rmspropupdate(
+    params: T,
+    grad: Any,
+    avg_sq_grad: Any,
+    learn_rate: float = 0.001,
+    sq_grad_decay: float = 0.9,
+    epsilon: float = 1e-8,
+    *,
+    inplace: bool = False,
+    state_dtype: Any = None,
+) -> tuple[T, Any]:
+    r"""Update learnable parameters with one RMSProp step, exactly as MATLAB's
+    ``rmspropupdate``.
+
+    .. math::
+
+        v \leftarrow \beta_2 v + (1-\beta_2) |g|^2, \qquad
+        p \leftarrow p - \frac{\alpha\, g}{\sqrt{v} + \epsilon}
+
+    with :math:`\beta_2` = ``sq_grad_decay``, :math:`\alpha` = ``learn_rate`` (see
+    :mod:`adamupdate.rules.rmsprop`).
+
+    Parameters
+    ----------
+    params, grad
+        As for :func:`adamupdate.adamupdate`: arrays, containers, tables or a network.
+    avg_sq_grad
+        The moving average returned by the previous call, or ``None`` (MATLAB's ``[]``).
+    learn_rate
+        :math:`\alpha \ge 0` (default 0.001); scaled by a network's learn-rate factors.
+    sq_grad_decay
+        :math:`\beta_2 \in [0, 1)` (default 0.9).
+    epsilon
+        :math:`\epsilon > 0` (default 1e-8), added to :math:`\sqrt{v}`.
+    inplace, state_dtype
+        As for :func:`adamupdate.adamupdate`.
+
+    Returns
+    -------
+    params, avg_sq_grad
+        The updated parameters and the average, which mirrors ``grad`` (real for complex).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adamupdate import rmspropupdate
+    >>> params, avg_sq_grad = rmspropupdate(np.zeros(2), np.ones(2), None, 0.01, 0.9)
+    >>> avg_sq_grad
+    array([0.1, 0.1])
+    """
+    hyper = rmsprop.Hyperparameters(
+        learn_rate=_validate.learn_rate(learn_rate),
+        sq_grad_decay=_validate.decay(sq_grad_decay, "sq_grad_decay"),
+        epsilon=_validate.epsilon(epsilon),
+    )
+    params, (avg_sq_grad,) = solve(
+        rmsprop.RULE, params, grad, (avg_sq_grad,), hyper, inplace, state_dtype
+    )
+    return params, avg_sq_grad
