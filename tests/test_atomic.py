@@ -62,7 +62,6 @@ def _libraries():
     except ImportError:
         pass
     try:
-        import jax
         import jax.numpy as jnp
 
         libs["jax"] = (
@@ -85,7 +84,6 @@ def test_a_group_failing_in_the_step_changes_nothing(
     library, inplace, fail_at, remembered, monkeypatch
 ):
     import contextlib
-    import importlib
 
     if library == "jax":  # float64 leaves for a third group, without changing JAX for others
         from jax import enable_x64

@@ -63,7 +63,7 @@ def dlupdate(fun: Callable[..., Any], params: Any, *args: Any) -> Any:
 def _update_network(fun: Callable[..., Any], net: Any, args: tuple[Any, ...]) -> Any:
     import torch
 
-    from .network import _leaves, _learnables_and_factors, _rebuild
+    from .network import _learnables_and_factors, _leaves, _rebuild
 
     names, params, _ = _learnables_and_factors(net)
     columns = [
