@@ -202,6 +202,65 @@ def stream_reference(case: Case, params: list[np.ndarray], grads: list[np.ndarra
     return functools.partial(stream_pairs if pairs else stream_real, p, g, m, v)
 
 
+def _ours_solver(solver: str, library: str) -> Factory:
+    """``sgdmupdate``/``rmspropupdate`` in place on NumPy arrays or torch CPU tensors."""
+
+    def factory(case: Case, params: list[np.ndarray], grads: list[np.ndarray]) -> Step:
+        import adamupdate
+
+        update = getattr(adamupdate, solver)
+        if library == "torch":
+            torch = _require("torch")
+            p = [torch.from_numpy(a.copy()) for a in params]
+            g = [torch.from_numpy(a.copy()) for a in grads]
+        else:
+            p, g = [a.copy() for a in params], [a.copy() for a in grads]
+        leaves = (p[0], g[0]) if case.single else (p, g)
+        state: dict[str, Any] = {"s": None}
+
+        def step() -> None:
+            _, state["s"] = update(*leaves, state["s"], LR, *SOLVER_ARGS[solver], inplace=True)
+
+        return step
+
+    factory.__doc__ = f"``{solver}(..., inplace=True)`` on {library} leaves."
+    return factory
+
+
+def _torch_solver(optimizer: str, **flags: bool) -> Factory:
+    def factory(case: Case, params: list[np.ndarray], grads: list[np.ndarray]) -> Step:
+        torch = _require("torch")
+        p = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in params]
+        for tensor, grad in zip(p, grads, strict=True):
+            tensor.grad = torch.from_numpy(grad.copy())
+        if optimizer == "SGD":
+            return torch.optim.SGD(p, lr=LR, momentum=SOLVER_ARGS["sgdmupdate"][0], **flags).step
+        decay, eps = SOLVER_ARGS["rmspropupdate"]
+        return torch.optim.RMSprop(p, lr=LR, alpha=decay, eps=eps, **flags).step
+
+    factory.__doc__ = f"``torch.optim.{optimizer}({', '.join(f'{k}=True' for k in flags)})``."
+    return factory
+
+
+#: The sibling solvers' own arguments after the learn rate.
+SOLVER_ARGS = {"sgdmupdate": (0.9,), "rmspropupdate": (0.9, 1e-8)}
+
+#: Solver -> its contenders (the first torch one is the reference of the ratios).
+SOLVER_CONTENDERS: dict[str, dict[str, Factory]] = {
+    "sgdmupdate": {
+        "torch SGD fused": _torch_solver("SGD", fused=True),
+        "torch SGD foreach": _torch_solver("SGD", foreach=True),
+        "ours: numpy inplace": _ours_solver("sgdmupdate", "numpy"),
+        "ours: torch inplace": _ours_solver("sgdmupdate", "torch"),
+    },
+    "rmspropupdate": {
+        "torch RMSprop foreach": _torch_solver("RMSprop", foreach=True),
+        "ours: numpy inplace": _ours_solver("rmspropupdate", "numpy"),
+        "ours: torch inplace": _ours_solver("rmspropupdate", "torch"),
+    },
+}
+
+
 #: Name -> factory, in table order. "stream" must stay: every ratio is relative to it.
 CONTENDERS: dict[str, Factory] = {
     "stream (floor)": stream_reference,

@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.cases import Case, cases, make_data, overhead_cases
-from bench.contenders import CONTENDERS, OVERHEAD, STREAM, TORCH_FUSED, Skip, Step
+from bench.contenders import (
+    CONTENDERS,
+    OVERHEAD,
+    SOLVER_CONTENDERS,
+    STREAM,
+    TORCH_FUSED,
+    Skip,
+    Step,
+)
 
 DEFAULT_JSON = Path(__file__).with_name("results.json")
 
@@ -49,7 +57,14 @@ class Timing:
 
 
 def time_case(
-    case: Case, names: list[str], *, repeats: int, warmup: int, pause: float, calls: int = 1
+    case: Case,
+    names: list[str],
+    *,
+    repeats: int,
+    warmup: int,
+    pause: float,
+    calls: int = 1,
+    contenders: dict[str, Any] = CONTENDERS,
 ) -> dict[str, Timing]:
     """Build every contender for ``case``, warm it up, and time it round-robin."""
     params, grads = make_data(case)
@@ -57,7 +72,7 @@ def time_case(
     steps: dict[str, Step] = {}
     for name in names:
         try:
-            steps[name] = CONTENDERS[name](case, params, grads)
+            steps[name] = contenders[name](case, params, grads)
             for _ in range(warmup):
                 steps[name]()
         except Skip as why:
@@ -164,6 +179,53 @@ def format_forms(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def time_solvers(args: argparse.Namespace, repeats: int, warmup: int) -> list[dict[str, Any]]:
+    """sgdmupdate and rmspropupdate against torch.optim's SGD and RMSprop: one big tensor and
+    1,000 of a thousand values, round-robin as above; ratio = torch's first contender / ours."""
+    records = []
+    for solver, contenders in SOLVER_CONTENDERS.items():
+        for case in cases(args.smoke)[::2][:2]:  # the flat tensor and the 1,000 small ones
+            print(f"timing {solver} {case.name} ...", file=sys.stderr, flush=True)
+            timings = time_case(
+                case,
+                list(contenders),
+                repeats=repeats,
+                warmup=warmup,
+                pause=args.pause,
+                contenders=contenders,
+            )
+            reference = timings[next(iter(contenders))].median
+            records.append(
+                {
+                    "solver": solver,
+                    "case": case.name,
+                    "results": {
+                        name: {
+                            "median_s": t.median,
+                            "vs_torch": reference / t.median if t.median and reference else None,
+                            "skipped": t.skipped,
+                        }
+                        for name, t in timings.items()
+                    },
+                }
+            )
+    return records
+
+
+def format_solvers(records: list[dict[str, Any]]) -> str:
+    lines = [f"{'solver':<15} {'case':<20} {'contender':<24} {'median ms':>10} {'vs torch':>9}"]
+    for rec in records:
+        for name, r in rec["results"].items():
+            row = f"{rec['solver']:<15} {rec['case']:<20} {name:<24} "
+            if r["skipped"]:
+                lines.append(row + f"skipped: {r['skipped']}")
+            else:
+                lines.append(
+                    row + f"{_fmt(r['median_s'] * 1e3, 10, 3)} {_fmt(r['vs_torch'], 8, 2)}x"
+                )
+    return "\n".join(lines)
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     info: dict[str, Any] = {
@@ -224,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"timing {case.name} ...", file=sys.stderr, flush=True)
         timings = time_case(case, names, repeats=repeats, warmup=warmup, pause=args.pause)
         records.append(summarize(case, timings))
+    solvers = time_solvers(args, repeats, warmup)
     overhead = []
     front = [n for n in OVERHEAD if n in names]
     for small in overhead_cases(args.smoke):
@@ -238,13 +301,14 @@ def main(argv: list[str] | None = None) -> int:
             calls=calls,
         )
         overhead.append(summarize_overhead(small, timings))
-    table = format_table(records, overhead)
+    table = format_table(records, overhead) + "\n\n" + format_solvers(solvers)
     print(table)
     report = {
         "machine": machine(),
         "settings": {"smoke": args.smoke, "repeats": repeats, "warmup": warmup},
         "cases": records,
         "overhead": overhead,
+        "solvers": solvers,
         "table": table,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

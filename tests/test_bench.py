@@ -79,3 +79,8 @@ def test_smoke_ratios_and_overhead(smoke: tuple[str, dict]) -> None:
     for name in OVERHEAD:
         assert name in table.split("torch fused / ours")[1]
     assert report["machine"]["cpus"] and report["settings"]["smoke"] is True
+    solvers = {(rec["solver"], rec["case"]) for rec in report["solvers"]}
+    assert {solver for solver, _ in solvers} == {"sgdmupdate", "rmspropupdate"}
+    for rec in report["solvers"]:
+        for r in rec["results"].values():
+            assert (r["median_s"] is None) != (r["skipped"] is None)
