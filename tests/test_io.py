@@ -687,7 +687,7 @@ def test_importing_io_imports_no_optional_package():
         "assert aio.load(p)['n'] == 1\n"
         f"print([m for m in {watched!r} if m in sys.modules])\n"
     )
-    src = str(Path(aio.__file__).resolve().parent.parent)
+    src = str(Path(aio.__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": src}
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
@@ -988,7 +988,7 @@ def test_mat_files_that_crash_scipys_reader_are_refused_first(tmp_path):
         "    except ValueError as error:\n"
         "        print('refused', error)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(aio.__file__).resolve().parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(aio.__file__).resolve().parents[2])}
     names = [str(tmp_path / "class.mat"), str(tmp_path / "type.mat")]
     proc = subprocess.run(
         [sys.executable, "-c", code, *names], capture_output=True, text=True, env=env, timeout=120
