@@ -31,6 +31,8 @@ _LAZY = {
     "learn_rate_factors": "network",
     "set_learn_rate_factors": "network",
     "TrainingProgressMonitor": "monitor",
+    "save": "io",
+    "load": "io",
 }
 
 __all__ = ["adamupdate", "dlupdate", "rmspropupdate", "sgdmupdate", *_LAZY]

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _tree
 from .._tree import is_table
 from ._manifest import (
     MAX_DEPTH,
@@ -77,16 +78,18 @@ class Encoder:
                     for field, item in zip(fields, obj)
                 ],
             }
+        # The states adamupdate returns are plain containers that carry a plan: saved as such.
+        kind = _tree.PLAIN.get(type(obj), type(obj))
         if isinstance(obj, (list, tuple)):
             node: dict[str, Any] = {"t": "list" if isinstance(obj, list) else "tuple"}
-            if type(obj) not in (list, tuple):
-                node["type"] = type_name(type(obj))
+            if kind not in (list, tuple):
+                node["type"] = type_name(kind)
             node["items"] = self._items(enumerate(obj), where, parts, depth)
             return node
         if isinstance(obj, dict):
             node = {"t": "dict"}
-            if type(obj) is not dict:
-                node["type"] = type_name(type(obj))
+            if kind is not dict:
+                node["type"] = type_name(kind)
             node["keys"] = [encode_key(key, where) for key in obj]
             node["items"] = self._items(obj.items(), where, parts, depth)
             return node
