@@ -325,7 +325,7 @@ def test_user_npz_data_and_plain_progress(tmp_path, capsys):
     # No test set in the file: 10 per class are held out; 400 / 64 = 6 iterations.
     assert "400 training / 100 test images" in stdout
     assert "epoch   1/1  iteration     6" in stdout
-    assert "[100.0%]  Iteration 6" in stdout  # the monitor's plain lines (not a TTY)
+    assert "[100.0%]  Iteration=6" in stdout  # the monitor's plain lines (not a TTY)
     assert "test accuracy" in stdout and (tmp_path / "out" / "training.png").is_file()
 
 
