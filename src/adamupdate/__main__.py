@@ -2,9 +2,10 @@
 
 The demo is MATLAB's "Train Network Using adamupdate" example; see
 :mod:`adamupdate.examples.train_digits`. Errors in options or input files are reported in one
-line on stderr with exit code 2; ``--resume`` of a run that already has the epochs asked for
-says so in one line, changes nothing and exits 0; Ctrl-C during training stops after the
-current iteration, saves, and exits 0.
+line on stderr with exit code 2 (so is an ``--output`` directory that already holds a run,
+unless ``--force``); ``--resume`` of a run that already has the epochs asked for says so in one
+line, changes nothing and exits 0; Ctrl-C during training stops after the current iteration,
+saves, and exits 0. Without ``--output`` each run gets a new directory under ``runs/``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -96,10 +98,14 @@ def _build_parser() -> _Parser:
     demo.add_argument(
         "--output",
         metavar="DIR",
-        help="where to write training.png, metrics.csv/.json and checkpoint.pt "
-        "(default ./runs/digits; with --resume, the resumed directory)",
+        help="where to write training.png, metrics.csv/.json and checkpoint.pt (default: a "
+        "new directory runs/digits-YYYYmmdd-HHMMSS; with --resume, the resumed directory); "
+        "a DIR that already holds a run is refused unless --force",
     )
     demo.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
+    demo.add_argument(
+        "--force", action="store_true", help="replace the run that --output DIR holds"
+    )
     demo.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
@@ -122,7 +128,7 @@ def _demo(args: argparse.Namespace) -> int:
         )
     }  # fmt: skip
     try:
-        config = train_digits.make_config(**options, quiet=args.quiet)
+        config = train_digits.make_config(**options, force=args.force, quiet=args.quiet)
         result = train_digits.train(config)
     except train_digits.DemoError as exc:
         print(f"{PROG} demo: error: {exc}", file=sys.stderr)
@@ -130,22 +136,19 @@ def _demo(args: argparse.Namespace) -> int:
     except train_digits.NothingToDo as exc:
         print(f"{PROG} demo: {exc}")
         return 0
-    accuracy = 100 * result.test_accuracy
     if result.stopped:
         print(f"stopped by user at iteration {result.iteration} (epoch {result.epoch})")
-    # A run stopped before its first step has no step time to share out.
-    share = (
-        f"; adamupdate took {100 * result.adam_fraction:.1f}% of the training-step time"
-        if result.step_s > 0
-        else ""
-    )
     print(
-        f"test accuracy {accuracy:.2f}% after {result.iteration} iterations, "
-        f"{result.wall_s:.1f} s{share}"
+        f"test accuracy {result.test_accuracy_pct:.1f}% after {result.iteration} iterations; "
+        f"training time {_duration(result.run_s)}"
     )
-    if result.files:
-        print("wrote " + ", ".join(result.files.values()))
+    print(f"wrote {', '.join(Path(f).name for f in result.files.values())} to {result.output}")
     return 0
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(seconds, 60)
+    return f"{int(minutes)} min {secs:.0f} s" if minutes else f"{secs:.1f} s"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

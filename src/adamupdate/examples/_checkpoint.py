@@ -5,9 +5,13 @@ field is checked here before the training loop uses any of it, so a bad file is 
 line naming the field, never as a traceback halfway through restoring a run. The checks come in
 two parts because some need the run's data and network:
 
-- :func:`read` — the file on its own: keys, types, counters, RNG states, history;
+- :func:`read` — the file on its own: keys, types, counters, RNG states, history, time;
 - :func:`check_fits` — against this run: the network's state and parameters, the number of
   training images (``order``) and mini-batches per epoch (``iteration``/``epoch``/``batch``).
+
+Format 2 (this one) records the test accuracy in percent and the duration of each part of the
+run (``elapsed_s``). Format 1 (adamupdate 0.2.0) recorded the accuracy as a fraction and no
+time; :func:`read` converts such a file, with the time of its parts unknown (an empty list).
 """
 
 from __future__ import annotations
@@ -21,16 +25,17 @@ import torch
 from torch import nn
 
 FILE = "checkpoint.pt"
-FORMAT = 1
+FORMAT = 2
 # Settings that define the data and the sequence of mini-batches: a resumed run must keep them
 # or it would not continue the same run.
 FIXED_ON_RESUME = ("data", "limit", "batch_size", "seed")
 CONFIG_KEYS = (*FIXED_ON_RESUME, "epochs", "learn_rate")
 METRICS = ("Loss", "TestAccuracy")
-KEYS = (
+KEYS_1 = (
     "format", "config", "net", "avg_grad", "avg_sq_grad", "iteration", "epoch", "batch",
     "order", "shuffle_rng", "torch_rng", "history",
 )  # fmt: skip
+KEYS = (*KEYS_1, "elapsed_s")
 
 
 class CheckpointError(ValueError):
@@ -58,6 +63,9 @@ def read(path: Path) -> dict[str, Any]:
     for key in ("shuffle_rng", "torch_rng"):
         _check_rng_state(key, checkpoint[key])
     _check_history(checkpoint["history"], checkpoint["iteration"])
+    if checkpoint["format"] == 1:
+        return _from_format_1(checkpoint)
+    _check_elapsed(checkpoint["elapsed_s"])
     return checkpoint
 
 
@@ -91,9 +99,20 @@ def write(path: Path, checkpoint: dict[str, Any]) -> Path:
 
 # ------------------------------------------------------------------------ the file alone
 def _check_top_level(checkpoint: Any) -> None:
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") not in (1, FORMAT):
         raise CheckpointError("not a checkpoint of this example")
-    _check_keys("the checkpoint", checkpoint, KEYS)
+    _check_keys("the checkpoint", checkpoint, KEYS if checkpoint["format"] == FORMAT else KEYS_1)
+
+
+def _from_format_1(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    history = checkpoint["history"]
+    accuracy = [(x, 100 * value) for x, value in history["TestAccuracy"]]
+    return {
+        **checkpoint,
+        "format": FORMAT,
+        "history": {**history, "TestAccuracy": accuracy},
+        "elapsed_s": [],
+    }
 
 
 def _check_config(config: Any) -> None:
@@ -196,6 +215,17 @@ def _check_history(history: Any, iteration: int) -> None:
         raise CheckpointError(
             f"history['Loss'] must hold one point for each iteration 1..{iteration}, "
             f"has {len(steps)}"
+        )
+
+
+def _check_elapsed(elapsed: Any) -> None:
+    _require(isinstance(elapsed, list), "elapsed_s", "a list of seconds", elapsed)
+    for i, seconds in enumerate(elapsed):
+        _require(
+            _is_real(seconds) and math.isfinite(seconds) and seconds >= 0,
+            f"elapsed_s[{i}]",
+            "a finite number of seconds >= 0",
+            seconds,
         )
 
 

