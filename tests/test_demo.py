@@ -25,7 +25,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("mlxtend", reason="the demo needs adamupdate[demo]")
 
+from adamupdate import io  # noqa: E402
 from adamupdate.__main__ import main  # noqa: E402
+from adamupdate.examples import _checkpoint as checkpoint_file  # noqa: E402
 from adamupdate.monitor._text import parse_line  # noqa: E402
 
 
@@ -36,7 +38,21 @@ def _run(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def _checkpoint(directory: Path) -> dict:
-    return torch.load(directory / "checkpoint.pt", map_location="cpu", weights_only=True)
+    """The run's checkpoint as the demo reads it (checked; tensors, history as pairs)."""
+    return checkpoint_file.read(directory / "checkpoint.npz")
+
+
+def _stored(directory: Path) -> dict:
+    """The variables of the run's checkpoint file as stored, with arrays as tensors."""
+
+    def tensors(tree):
+        if isinstance(tree, dict):
+            return {k: tensors(v) for k, v in tree.items()}
+        if isinstance(tree, list):
+            return [tensors(v) for v in tree]
+        return torch.from_numpy(tree) if isinstance(tree, np.ndarray) else tree
+
+    return tensors(io.load(directory / "checkpoint.npz"))
 
 
 def _files(directory: Path) -> dict[str, tuple[bytes, int]]:
@@ -234,9 +250,11 @@ def _in(field: str, key: str, value):
 
 
 # (what is damaged, how, words the message must contain); the run is 2 epochs of 8 mini-batches.
+# Each damage is applied to the file's variables as stored (arrays as tensors, the history as
+# (n, 2) float64 rows) and written back with adamupdate.io.save.
 DAMAGES = [
-    ("not a dict", lambda c: [c], "not a checkpoint of this example"),
-    ("format", lambda c: _with(c, "format", 3), "not a checkpoint of this example"),
+    ("nested", lambda c: {"checkpoint": c}, "not a checkpoint of this example"),
+    ("format", lambda c: _with(c, "format", 4), "not a checkpoint of this example"),
     ("missing key", lambda c: _drop(c, "order"), "the checkpoint lacks ['order']"),
     ("extra key", lambda c: _with(c, "note", "hi"), "the checkpoint has unexpected ['note']"),
     ("config missing", lambda c: _with(c, "config", _drop(c["config"], "limit")),
@@ -271,10 +289,15 @@ DAMAGES = [
      "history lacks ['Loss']"),
     ("history short", _in("history", "Loss", lambda h: h[:-1]),
      "history['Loss'] must hold one point for each iteration 1..16, has 15"),
-    ("history triple", _in("history", "Loss", lambda h: [(*h[0], 0), *h[1:]]),
+    ("history 3 columns", _in("history", "Loss", lambda h: torch.cat([h, h[:, :1]], dim=1)),
+     "history['Loss'] must be an (n, 2) float64 tensor of (iteration, value) rows, got a "
+     "torch.float64 tensor of shape (16, 3)"),
+    ("history point", _in("history", "Loss", lambda h: torch.cat([h[:1] + 0.5, h[1:]])),
      "history['Loss'][0] must be an (iteration in 0..16, number) pair"),
-    ("history tensor", _in("history", "TestAccuracy", lambda h: torch.tensor(h)),
-     "history['TestAccuracy'] must be a list"),
+    ("history pairs", _in("history", "TestAccuracy", lambda h: h.tolist()),
+     "history['TestAccuracy'] must be an (n, 2) float64 tensor"),
+    ("history float32", _in("history", "Loss", lambda h: h.float()),
+     "history['Loss'] must be an (n, 2) float64 tensor"),
     ("net missing", lambda c: _with(c, "net", _drop(c["net"], "mean")), "net lacks ['mean']"),
     ("net extra", _in("net", "fc.scale", lambda _: torch.ones(1)),
      "net has unexpected ['fc.scale']"),
@@ -301,7 +324,7 @@ DAMAGES = [
     ("avg negative", _in("avg_sq_grad", "fc.bias", lambda v: -v), "avg_sq_grad['fc.bias'] has neg"),
     ("rng dtype", lambda c: _with(c, "shuffle_rng", c["shuffle_rng"].long()),
      "shuffle_rng must be a uint8 tensor"),
-    ("rng bytes", lambda c: _with(c, "torch_rng", bytes(c["torch_rng"].tolist())),
+    ("rng list", lambda c: _with(c, "torch_rng", c["torch_rng"].tolist()),
      "torch_rng must be a uint8 tensor"),
     ("rng size", lambda c: _with(c, "torch_rng", c["torch_rng"][:-1]),
      "torch_rng is not a valid CPU RNG state"),
@@ -323,8 +346,8 @@ def test_damaged_checkpoint_is_one_line_and_exit_code_2(
 ):
     run = tmp_path / "run"
     run.mkdir()
-    path = run / "checkpoint.pt"
-    torch.save(damage(_checkpoint(straight[1])), path)
+    path = run / "checkpoint.npz"
+    io.save(path, **damage(_stored(straight[1])))
     before = _files(run)
     # 3 epochs: one more than the run had, so only the damage can stop it.
     code, stdout, err = _run(capsys, "--resume", str(run), "--epochs", "3", "--quiet")
@@ -335,35 +358,83 @@ def test_damaged_checkpoint_is_one_line_and_exit_code_2(
     assert _files(run) == before
 
 
-def test_truncated_checkpoint_is_one_line_and_exit_code_2(straight, tmp_path, capsys):
+def test_checkpoint_file_round_trips_exactly_and_numpy_reads_it(straight, tmp_path):
+    from adamupdate.examples.train_digits import DigitsNet
+
+    path = straight[1] / "checkpoint.npz"
+    saved = _checkpoint(straight[1])
+    with np.load(path, allow_pickle=False) as plain:  # an ordinary .npz: no pickles
+        assert np.array_equal(plain["net/fc.weight"], saved["net"]["fc.weight"].numpy())
+        assert plain["history/Loss"].shape == (16, 2)
+    # A frozen parameter's average is MATLAB's scalar 0: 0-d, and it stays 0-d.
+    saved["avg_grad"]["fc.bias"] = torch.zeros((), dtype=torch.float32)
+    checkpoint_file.write(tmp_path / "checkpoint.npz", saved)
+    again = _checkpoint(tmp_path)
+    checkpoint_file.check_fits(again, DigitsNet(torch.zeros(1, 28, 28)), 1024, 8)
+    assert again["avg_grad"]["fc.bias"].shape == ()
+    for key in ("net", "avg_grad", "avg_sq_grad"):
+        assert list(again[key]) == list(saved[key])  # parameter order kept
+        for name, tensor in saved[key].items():
+            assert torch.equal(again[key][name], tensor) and again[key][name].dtype == tensor.dtype
+    for key in ("order", "shuffle_rng", "torch_rng"):
+        assert again[key].dtype == saved[key].dtype and torch.equal(again[key], saved[key])
+    assert again["history"] == saved["history"]  # iterations stay ints, values exact
+    assert all(type(x) is int for x, _ in again["history"]["Loss"])
+    for key in ("config", "iteration", "epoch", "batch", "elapsed_s"):
+        assert again[key] == saved[key]
+    state = torch.get_rng_state()
+    try:  # the restored torch state draws what the saved one drew
+        torch.set_rng_state(saved["torch_rng"])
+        expected = torch.rand(5)
+        torch.set_rng_state(again["torch_rng"])
+        assert torch.equal(torch.rand(5), expected)
+    finally:
+        torch.set_rng_state(state)
+
+
+@pytest.mark.parametrize("name", ["checkpoint.npz", "checkpoint.pt"])
+def test_truncated_checkpoint_is_one_line_and_exit_code_2(straight, tmp_path, capsys, name):
     run = tmp_path / "run"
     run.mkdir()
-    whole = (straight[1] / "checkpoint.pt").read_bytes()
-    (run / "checkpoint.pt").write_bytes(whole[: len(whole) // 2])
+    whole = (straight[1] / "checkpoint.npz").read_bytes()
+    if name == "checkpoint.pt":  # an earlier version's torch.save file
+        whole_path = tmp_path / "whole.pt"
+        torch.save({"format": 2}, whole_path)
+        whole = whole_path.read_bytes()
+    (run / name).write_bytes(whole[: len(whole) // 2])
     code, _, err = _run(capsys, "--resume", str(run), "--quiet")
     assert code == 2
-    assert err.startswith(f"adamupdate demo: error: --resume {run}: bad checkpoint ")
+    assert err.startswith(f"adamupdate demo: error: --resume {run}: bad checkpoint {run / name}: ")
     assert "cannot read it" in err and len(err.strip().splitlines()) == 1
 
 
-def test_format_1_checkpoint_of_adamupdate_0_2_resumes(straight, tmp_path, capsys):
+@pytest.mark.parametrize("old_format", [1, 2])
+def test_torch_checkpoint_of_earlier_versions_resumes(straight, tmp_path, capsys, old_format):
+    """checkpoint.pt of adamupdate 0.2.0 (format 1) or later torch.save versions (format 2)."""
     run = tmp_path / "run"
     run.mkdir()
     new = _checkpoint(straight[1])
-    old = _drop(new, "elapsed_s")
-    old["format"] = 1
-    fractions = [(x, v / 100) for x, v in new["history"]["TestAccuracy"]]
-    old["history"] = {**new["history"], "TestAccuracy": fractions}
+    old = {**new, "format": 2, "net": dict(new["net"])}
+    if old_format == 1:
+        old = _drop(old, "elapsed_s")
+        old["format"] = 1
+        fractions = [(x, v / 100) for x, v in new["history"]["TestAccuracy"]]
+        old["history"] = {**new["history"], "TestAccuracy": fractions}
     torch.save(old, run / "checkpoint.pt")
+    before = _files(run)
     code, _, err = _run(capsys, "--resume", str(run), "--epochs", "3", "--quiet")
     assert code == 0, err
-    resumed = _checkpoint(run)
-    assert resumed["format"] == 2 and resumed["iteration"] == 24
+    resumed = _checkpoint(run)  # the resumed run writes checkpoint.npz ...
+    assert resumed["format"] == 3 and resumed["iteration"] == 24
     accuracy = resumed["history"]["TestAccuracy"]
     assert [x for x, _ in accuracy] == [8, 16, 24]
     expected = [v for _, v in new["history"]["TestAccuracy"]]
-    assert [v for _, v in accuracy[:2]] == pytest.approx(expected)  # back in percent
-    assert len(resumed["elapsed_s"]) == 1  # the earlier parts' time is unknown
+    assert [v for _, v in accuracy[:2]] == pytest.approx(expected)  # in percent
+    # Format 1 did not record the time of the earlier parts.
+    assert len(resumed["elapsed_s"]) == (1 if old_format == 1 else 2)
+    # ... leaves the old file as it was, and a later --resume continues from the new one.
+    assert _files(run)["checkpoint.pt"] == before["checkpoint.pt"]
+    assert checkpoint_file.find(run) == run / "checkpoint.npz"
 
 
 def test_default_runs_get_a_new_directory_each(tmp_path, capsys, monkeypatch):
@@ -378,7 +449,7 @@ def test_default_runs_get_a_new_directory_each(tmp_path, capsys, monkeypatch):
     assert len(runs) == 2 and sorted(Path(o).name for o in outputs) == runs
     for name in runs:
         assert re.fullmatch(r"digits-\d{8}-\d{6}(-\d+)?", name)
-        assert (tmp_path / "runs" / name / "checkpoint.pt").is_file()
+        assert (tmp_path / "runs" / name / "checkpoint.npz").is_file()
 
 
 def test_output_holding_a_run_is_refused_unless_force(straight, tmp_path, capsys):
@@ -389,7 +460,7 @@ def test_output_holding_a_run_is_refused_unless_force(straight, tmp_path, capsys
     code, stdout, err = _run(capsys, *options)
     assert (code, stdout) == (2, "")
     assert err == (
-        f"adamupdate demo: error: --output {run} already holds a run (checkpoint.pt, "
+        f"adamupdate demo: error: --output {run} already holds a run (checkpoint.npz, "
         f"metrics.csv, metrics.json, training.png); continue it with --resume {run}, replace "
         "it with --force, or choose another directory\n"
     )
@@ -447,7 +518,7 @@ def test_user_npz_data_and_plain_progress(tmp_path, capsys):
         (["--learn-rate", "-1"], "finite number >= 0"),
         (["--device", "tpu"], "invalid choice: 'tpu'"),
         (["--data", "/no/such/digits.npz"], "data path not found: /no/such/digits.npz"),
-        (["--resume", "/no/such/run"], "--resume /no/such/run: no checkpoint.pt there"),
+        (["--resume", "/no/such/run"], "--resume /no/such/run: no checkpoint.npz there"),
         (["--limit", "100"], "less than one mini-batch of 128"),
     ],
 )
@@ -508,6 +579,6 @@ def test_ctrl_c_stops_saves_and_exits_0(tmp_path):
             process.kill()
     assert process.returncode == 0, stderr
     assert "stopped by user" in stdout and "Traceback" not in stderr
-    checkpoint = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=True)
+    checkpoint = _checkpoint(tmp_path)
     assert 0 < checkpoint["iteration"] < 4000  # stopped part-way, not before the first step
     assert checkpoint["history"]["TestAccuracy"][-1][0] == checkpoint["iteration"]

@@ -98,7 +98,7 @@ def _build_parser() -> _Parser:
     demo.add_argument(
         "--output",
         metavar="DIR",
-        help="where to write training.png, metrics.csv/.json and checkpoint.pt (default: a "
+        help="where to write training.png, metrics.csv/.json and checkpoint.npz (default: a "
         "new directory runs/digits-YYYYmmdd-HHMMSS; with --resume, the resumed directory); "
         "a DIR that already holds a run is refused unless --force",
     )

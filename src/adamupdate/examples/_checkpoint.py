@@ -1,31 +1,58 @@
 """The digits example's checkpoint: what it holds, and the checks that a file holds exactly that.
 
-A file that ``torch.load`` reads may still be damaged, hand-edited or written by other code. Every
-field is checked here before the training loop uses any of it, so a bad file is reported in one
-line naming the field, never as a traceback halfway through restoring a run. The checks come in
-two parts because some need the run's data and network:
+The checkpoint is ``checkpoint.npz``, written by :func:`adamupdate.io.save` and read by
+:func:`adamupdate.io.load` (nothing in it is executed or unpickled; NumPy reads it too, e.g.
+``numpy.load(path)["net/fc.weight"]``). Its variables:
+
+- ``format`` (3), ``config`` (the settings of :data:`CONFIG_KEYS`, plain values);
+- ``net`` (the network's ``state_dict``), ``avg_grad``/``avg_sq_grad`` (the averages
+  :func:`adamupdate.adamupdate` returned, by parameter name; 0-d for a frozen parameter; ``None``
+  before the first step);
+- ``iteration``, ``epoch``, ``batch`` (integers), ``order`` (the epoch's shuffled indices, int64;
+  ``None`` before the first step);
+- ``shuffle_rng``, ``torch_rng`` (the states of the shuffling generator and of torch's global
+  CPU generator, uint8 arrays: restored bit for bit);
+- ``history`` (per metric an ``(n, 2)`` float64 array of ``(iteration, value)`` rows: one entry
+  each, so writing it every epoch stays cheap however long the run), ``elapsed_s`` (the seconds
+  of each part of the run, a list).
+
+A file that loads may still be damaged, hand-edited or written by other code. Every field is
+checked here before the training loop uses any of it, so a bad file is reported in one line
+naming the field, never as a traceback halfway through restoring a run. The checks come in two
+parts because some need the run's data and network:
 
 - :func:`read` — the file on its own: keys, types, counters, RNG states, history, time;
 - :func:`check_fits` — against this run: the network's state and parameters, the number of
   training images (``order``) and mini-batches per epoch (``iteration``/``epoch``/``batch``).
 
-Format 2 (this one) records the test accuracy in percent and the duration of each part of the
-run (``elapsed_s``). Format 1 (adamupdate 0.2.0) recorded the accuracy as a fraction and no
-time; :func:`read` converts such a file, with the time of its parts unknown (an empty list).
+:func:`read` returns the checkpoint in memory: arrays as CPU tensors, the history as lists of
+``(iteration, value)`` pairs (as the monitor keeps it).
+
+Earlier versions wrote ``checkpoint.pt`` with ``torch.save``; :func:`read` still reads those
+(with ``torch.load(weights_only=True)``) so their runs can be resumed, and the resumed run then
+writes ``checkpoint.npz`` beside it. Format 2 recorded the same fields; format 1 (adamupdate 0.2.0)
+recorded the test accuracy as a fraction and no time: it is converted, with the time of the
+earlier parts unknown (an empty list).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-FILE = "checkpoint.pt"
-FORMAT = 2
+from adamupdate import io
+
+FILE = "checkpoint.npz"
+LEGACY_FILE = "checkpoint.pt"  # formats 1 and 2, written with torch.save
+FORMAT = 3
+LEGACY_FORMATS = (1, 2)
 # Settings that define the data and the sequence of mini-batches: a resumed run must keep them
 # or it would not continue the same run.
 FIXED_ON_RESUME = ("data", "limit", "batch_size", "seed")
@@ -35,11 +62,19 @@ KEYS_1 = (
     "format", "config", "net", "avg_grad", "avg_sq_grad", "iteration", "epoch", "batch",
     "order", "shuffle_rng", "torch_rng", "history",
 )  # fmt: skip
-KEYS = (*KEYS_1, "elapsed_s")
+KEYS = (*KEYS_1, "elapsed_s")  # formats 2 and 3
 
 
 class CheckpointError(ValueError):
     """A checkpoint field is missing, extra, or not what this example writes."""
+
+
+def find(directory: Path) -> Path | None:
+    """The checkpoint in ``directory``: ``checkpoint.npz``, else an earlier ``checkpoint.pt``."""
+    for name in (FILE, LEGACY_FILE):
+        if (directory / name).is_file():
+            return directory / name
+    return None
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -51,22 +86,22 @@ def read(path: Path) -> dict[str, Any]:
         Naming the first bad field, e.g. ``config['limit'] must be a positive integer or None,
         got -3``.
     """
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise CheckpointError(f"cannot read it ({' '.join(str(exc).split())})") from None
-    _check_top_level(checkpoint)
+    legacy = path.suffix == Path(LEGACY_FILE).suffix
+    checkpoint = _load_legacy(path) if legacy else _load(path)
+    _check_top_level(checkpoint, LEGACY_FORMATS if legacy else (FORMAT,))
     _check_config(checkpoint["config"])
     _check_counters(checkpoint)
     _check_order_form(checkpoint["order"], started=checkpoint["iteration"] > 0)
     _check_average_forms(checkpoint, started=checkpoint["iteration"] > 0)
     for key in ("shuffle_rng", "torch_rng"):
         _check_rng_state(key, checkpoint[key])
+    if not legacy:
+        checkpoint["history"] = _history_from_rows(checkpoint["history"])
     _check_history(checkpoint["history"], checkpoint["iteration"])
     if checkpoint["format"] == 1:
         return _from_format_1(checkpoint)
     _check_elapsed(checkpoint["elapsed_s"])
-    return checkpoint
+    return {**checkpoint, "format": FORMAT}
 
 
 def check_fits(
@@ -89,19 +124,81 @@ def epochs_done(checkpoint: Mapping[str, Any], per_epoch: int) -> int:
     return epoch if batch == per_epoch else max(epoch - 1, 0)
 
 
-def write(path: Path, checkpoint: dict[str, Any]) -> Path:
-    """Save ``checkpoint`` to ``path`` through a temporary file."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(path)  # a Ctrl-C or crash mid-write never leaves a torn checkpoint
+def write(path: Path, checkpoint: Mapping[str, Any]) -> Path:
+    """Save ``checkpoint`` (as :func:`read` returns it) to ``path`` with :func:`adamupdate.io.save`.
+
+    The write is atomic: a Ctrl-C or crash mid-write never leaves a torn checkpoint.
+    """
+    history = {name: _rows(points) for name, points in checkpoint["history"].items()}
+    io.save(path, **{**checkpoint, "format": FORMAT, "history": history})
     return path
 
 
 # ------------------------------------------------------------------------ the file alone
-def _check_top_level(checkpoint: Any) -> None:
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") not in (1, FORMAT):
+def _load(path: Path) -> Any:
+    try:
+        with warnings.catch_warnings():  # a container type of another program: checked below
+            warnings.simplefilter("ignore")
+            variables = io.load(path)
+    except (ValueError, OSError, ImportError) as exc:
+        reason = " ".join(str(exc).split()).removeprefix(f"{path}: ")
+        raise CheckpointError(f"cannot read it ({reason})") from None
+    return _tensors(variables)
+
+
+def _load_legacy(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise CheckpointError(f"cannot read it ({' '.join(str(exc).split())})") from None
+
+
+def _tensors(tree: Any) -> Any:
+    """The loaded variables with every array a CPU tensor (of the same dtype and shape)."""
+    if isinstance(tree, dict):
+        return {key: _tensors(value) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_tensors(value) for value in tree]
+    if isinstance(tree, tuple):
+        return tuple(_tensors(value) for value in tree)
+    if not isinstance(tree, np.ndarray):
+        return tree
+    array = tree if tree.dtype.isnative else tree.astype(tree.dtype.newbyteorder("="))
+    try:
+        return torch.from_numpy(np.require(array, requirements="W"))
+    except TypeError:  # a dtype torch has no tensor of: left an array, refused by the checks
+        return array
+
+
+def _rows(points: list[tuple[int, float]]) -> np.ndarray:
+    """``(iteration, value)`` pairs as an ``(n, 2)`` float64 array (iterations exact to 2**53)."""
+    return np.array(points, dtype=np.float64).reshape(-1, 2)
+
+
+def _history_from_rows(history: Any) -> Any:
+    """The file's history as the monitor keeps it: per metric a list of ``(x, value)`` pairs."""
+    _require(isinstance(history, dict), "history", "a dict", history)
+    _check_keys("history", history, METRICS)
+    pairs = {}
+    for name in METRICS:
+        rows = history[name]
+        _require(
+            isinstance(rows, torch.Tensor)
+            and rows.dtype == torch.float64
+            and rows.dim() == 2
+            and rows.shape[1] == 2,
+            f"history[{name!r}]",
+            "an (n, 2) float64 tensor of (iteration, value) rows",
+            rows,
+        )
+        pairs[name] = [(int(x) if x.is_integer() else x, value) for x, value in rows.tolist()]
+    return pairs
+
+
+def _check_top_level(checkpoint: Any, formats: tuple[int, ...]) -> None:
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") not in formats:
         raise CheckpointError("not a checkpoint of this example")
-    _check_keys("the checkpoint", checkpoint, KEYS if checkpoint["format"] == FORMAT else KEYS_1)
+    _check_keys("the checkpoint", checkpoint, KEYS_1 if checkpoint["format"] == 1 else KEYS)
 
 
 def _from_format_1(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -294,6 +391,8 @@ def _require(condition: bool, field: str, wanted: str, value: Any) -> None:
 def _shown(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype} array of shape {value.shape}"
     text = " ".join(repr(value).split())
     return text if len(text) <= 60 else text[:57] + "..."
 

@@ -59,8 +59,9 @@ __all__ = [
 
 CHECKPOINT = _checkpoint.FILE
 RUNS = Path("runs")  # default runs go to a new directory in here
-# What a run writes into its directory; one that holds any of them holds a run.
-RUN_FILES = (CHECKPOINT, "metrics.csv", "metrics.json", "training.png")
+# What a run writes into its directory (and the checkpoint of earlier versions); one that holds
+# any of them holds a run.
+RUN_FILES = (CHECKPOINT, _checkpoint.LEGACY_FILE, "metrics.csv", "metrics.json", "training.png")
 
 
 class DemoError(Exception):
@@ -238,24 +239,24 @@ def _load_data(config: TrainConfig) -> tuple[DataSplit, str]:
     return split, source
 
 
-def _read_checkpoint(directory: str) -> dict[str, Any]:
-    path = Path(directory) / CHECKPOINT
-    if not path.is_file():
+def _checkpoint_path(directory: str) -> Path:
+    """The checkpoint ``--resume DIR`` continues (an earlier version's ``checkpoint.pt`` too)."""
+    path = _checkpoint.find(Path(directory))
+    if path is None:
         raise DemoError(f"--resume {directory}: no {CHECKPOINT} there")
+    return path
+
+
+def _read_checkpoint(directory: str) -> dict[str, Any]:
+    path = _checkpoint_path(directory)
     try:
         return _checkpoint.read(path)
     except _checkpoint.CheckpointError as exc:
-        raise DemoError(_bad_checkpoint(directory, exc)) from None
+        raise DemoError(_bad_checkpoint(directory, path, exc)) from None
 
 
-def _bad_checkpoint(directory: str, exc: _checkpoint.CheckpointError) -> str:
-    return f"--resume {directory}: bad checkpoint {Path(directory) / CHECKPOINT}: {exc}"
-
-
-def _to(tree: Any, device: torch.device) -> Any:
-    if isinstance(tree, dict):
-        return {k: _to(v, device) for k, v in tree.items()}
-    return tree.to(device) if isinstance(tree, torch.Tensor) else tree
+def _bad_checkpoint(directory: str, path: Path, exc: _checkpoint.CheckpointError) -> str:
+    return f"--resume {directory}: bad checkpoint {path}: {exc}"
 
 
 def _like_params(states: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
@@ -584,7 +585,7 @@ def _check_resumable(
     try:
         _checkpoint.check_fits(checkpoint, net, num_observations, per_epoch)
     except _checkpoint.CheckpointError as exc:
-        raise DemoError(_bad_checkpoint(directory, exc)) from None
+        raise DemoError(_bad_checkpoint(directory, _checkpoint_path(directory), exc)) from None
     done = _checkpoint.epochs_done(checkpoint, per_epoch)
     if epochs <= done:
         raise NothingToDo(
@@ -610,9 +611,9 @@ def _save_checkpoint(
     checkpoint = {
         "format": _checkpoint.FORMAT,
         "config": {k: saved_config[k] for k in _checkpoint.CONFIG_KEYS},
-        "net": net.state_dict(),
-        "avg_grad": _to(avg_grad, torch.device("cpu")),
-        "avg_sq_grad": _to(avg_sq_grad, torch.device("cpu")),
+        "net": dict(net.state_dict()),
+        "avg_grad": avg_grad,  # saved as arrays: their values, dtype and shape (0-d ones too)
+        "avg_sq_grad": avg_sq_grad,
         "iteration": iteration,
         "epoch": epoch,
         "batch": batch,
