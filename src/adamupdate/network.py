@@ -27,13 +27,16 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _plan, _tree
 from ._extras import require
 from .rules import Rule
 
-torch = require("torch", "torch", "the network functions")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require("torch", "torch", "the network functions")
 
 __all__ = [
     "get_learn_rate_factor",

@@ -12,15 +12,18 @@ second moment, and both bias corrections are folded into the step size (see
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _validate
 from ._extras import require
 
-optax = require("optax", "optax", "adamupdate.optax")
+if TYPE_CHECKING:
+    import optax
+else:
+    optax = require("optax", "optax", "adamupdate.optax")
 
-import jax  # noqa: E402  (optax needs jax: both are there)
-import jax.numpy as jnp  # noqa: E402
+import jax
+import jax.numpy as jnp
 
 __all__ = ["adam", "scale_by_matlab_adam"]
 

@@ -16,15 +16,18 @@ import itertools
 import math
 import operator
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._api import adamupdate
 from ._extras import require
 
-torch = require("torch", "torch", "adamupdate.torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require("torch", "torch", "adamupdate.torch")
 
-from . import _validate  # noqa: E402  (after the check that torch is there)
-from .network import learn_rate_factor_of  # noqa: E402
+from . import _validate
+from .network import learn_rate_factor_of
 
 __all__ = ["Adam"]
 
