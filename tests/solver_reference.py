@@ -51,8 +51,8 @@ import numpy as np
 
 __all__ = [
     "Run",
-    "assert_close",
     "as_float64",
+    "assert_close",
     "rmsprop",
     "round_to_bits",
     "sgdm",
@@ -86,6 +86,9 @@ def unit_roundoffs(dtype_name: str) -> tuple[float, float]:
 
 def as_float64(x) -> np.ndarray:
     """A NumPy float64/complex128 copy of anything array-like (read exactly)."""
+    if hasattr(x, "detach") and hasattr(x, "is_complex"):  # a torch tensor, bfloat16 too
+        x = x.detach().cpu()
+        x = (x.cdouble() if x.is_complex() else x.double()).numpy()
     arr = np.asarray(x)
     return arr.astype(np.complex128 if np.iscomplexobj(arr) else np.float64)
 
@@ -100,7 +103,7 @@ class Run:
     state_bound: np.ndarray
 
 
-def _prepare(p0, grads, state0):
+def _prepare(p0, grads):
     grads = [as_float64(g) for g in grads]
     p = as_float64(p0)
     is_complex = np.iscomplexobj(p) or any(np.iscomplexobj(g) for g in grads)
@@ -112,19 +115,14 @@ def _prepare(p0, grads, state0):
     return shape, is_complex, pf, gfs
 
 
-def _param_rounding(half: str | None):
-    if half is None:
+def _param_rounding(dtype_name: str):
+    """How the stored parameter is rounded after each step: to half for float16/bfloat16
+    (real only: there is no complex half), else not at all (the float64 reference value stands
+    for the exact one)."""
+    if dtype_name not in ("float16", "bfloat16"):
         return lambda x: x
-    bits, emin = _FORMATS[half]
-    if isinstance(half, str):
-
-        def rnd(x):
-            if isinstance(x, complex):
-                return complex(round_to_bits(x.real, bits, emin), round_to_bits(x.imag, bits, emin))
-            return round_to_bits(x, bits, emin)
-
-        return rnd
-    raise ValueError(half)
+    bits, emin = _FORMATS[dtype_name]
+    return lambda x: round_to_bits(x, bits, emin)
 
 
 def sgdm(
@@ -141,14 +139,16 @@ def sgdm(
     ``dtype_name`` selects the bound's unit roundoffs; for ``"float16"``/``"bfloat16"`` the
     parameter is also rounded to that format after each step, as the implementation stores it.
     """
-    shape, is_complex, pf, gfs = _prepare(p0, grads, vel0)
+    shape, is_complex, pf, gfs = _prepare(p0, grads)
     n = len(pf)
     zero = 0j if is_complex else 0.0
-    vel = [zero] * n if vel0 is None else [complex(x) if is_complex else float(x) for x in
-                                              as_float64(vel0).reshape(-1)]
+    vel = (
+        [zero] * n
+        if vel0 is None
+        else [complex(x) if is_complex else float(x) for x in as_float64(vel0).reshape(-1)]
+    )
     u_state, u_param = unit_roundoffs(dtype_name)
-    half = dtype_name if dtype_name in ("float16", "bfloat16") else None
-    rnd = _param_rounding(half)
+    rnd = _param_rounding(dtype_name)
     sv = [abs(x) for x in vel]
     ev = [0.0] * n
     ep = [0.0] * n
@@ -181,12 +181,11 @@ def rmsprop(
     v0=None,
 ) -> Run:
     """``len(grads)`` MATLAB ``rmspropupdate`` steps, element by element, in float64."""
-    shape, is_complex, pf, gfs = _prepare(p0, grads, v0)
+    shape, is_complex, pf, gfs = _prepare(p0, grads)
     n = len(pf)
     v = [0.0] * n if v0 is None else [float(x) for x in as_float64(v0).reshape(-1)]
     u_state, u_param = unit_roundoffs(dtype_name)
-    half = dtype_name if dtype_name in ("float16", "bfloat16") else None
-    rnd = _param_rounding(half)
+    rnd = _param_rounding(dtype_name)
     ev = [0.0] * n
     ep = [0.0] * n
     beta, alpha, eps = float(sq_grad_decay), float(learn_rate), float(epsilon)

@@ -61,6 +61,12 @@ class Plan:
     names: list[str] = field(default_factory=list)  # a network's learnables
     network: list[tuple] | None = None  # what decides them (see adamupdate.network._snapshot)
 
+    @property
+    def writes_in_place(self) -> bool:
+        """In place, and every backend writes into the given buffers (JAX donates them and
+        returns new arrays instead)."""
+        return self.inplace and all(group.backend.MUTABLE for group in self.groups)
+
     def expects(self, params: Sequence[Any], states: Sequence[Sequence[Any]]) -> bool:
         """Whether these are the very leaves this plan last produced (or updated in place)."""
         same = operator.is_
@@ -95,7 +101,7 @@ class Plan:
                 ):
                     return None
         coefficients_for = _coefficients_by_factor(self.rule, hyper)
-        if self.inplace and not checked and all(g.backend.MUTABLE for g in self.groups):
+        if self.writes_in_place and not checked:
             # A remembered in-place step writes every buffer where it is: the leaves stay.
             for group in self.groups:
                 if group.step is not None:

@@ -53,7 +53,7 @@ def _remembered_step(plan, params, grad, states, hyper) -> tuple | None:
     new = plan.step(param_leaves, grad_leaves, state_leaves, hyper, checked=False)
     if new is None:
         return None
-    if plan.inplace:  # the same containers, updated in their buffers
+    if plan.writes_in_place:  # the same containers, updated in their buffers
         return params, states
     return _outputs(plan, params, new)
 

@@ -1,6 +1,6 @@
 """NumPy arrays and Python/NumPy scalars.
 
-Two routes, chosen per group when it is planned, that agree bit for bit:
+Two routes, chosen per group when it is planned:
 
 - the fused, multithreaded numba kernel (:mod:`adamupdate.kernels.numba_step`) for
   float32/float64/complex64/complex128 groups of some size when numba is installed (the
@@ -9,9 +9,10 @@ Two routes, chosen per group when it is planned, that agree bit for bit:
   every group without numba, and for half precision (computed in float32, as MATLAB has no
   half type) or averages of another dtype.
 
-Both apply MATLAB's operations in MATLAB's order in the array's precision; complex arrays are
-computed componentwise (a real scalar times a complex array multiplies both parts, a complex
-array divided by a real one divides both), on their real views.
+Both apply MATLAB's operations in MATLAB's order in the array's precision, so they agree to the
+bit (a NaN's sign and payload aside, which IEEE 754 leaves open); complex arrays are computed
+componentwise (a real scalar times a complex array multiplies both parts, a complex array
+divided by a real one divides both), on their real views.
 """
 
 from __future__ import annotations
