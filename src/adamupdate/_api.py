@@ -115,7 +115,7 @@ def adamupdate(
 def _adam_hyperparameters(
     iteration: Any, learn_rate: Any, grad_decay: Any, sq_grad_decay: Any, epsilon: Any
 ) -> adam.Hyperparameters:
-    xp = None
+    xp: Any = None
     if _validate.is_traced(iteration):
         import jax.numpy as xp  # inside jax.jit: the value is unknown, its form is not checked
     else:

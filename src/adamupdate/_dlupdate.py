@@ -84,7 +84,7 @@ def _update_network(fun: Callable[..., Any], net: Any, args: tuple[Any, ...]) ->
                 )
         for p, new in zip(params, outputs[0]):  # every output checked: now write
             p.copy_(new)
-    like = next((arg for arg in args if arg is not None), {})
+    like: Any = next((arg for arg in args if arg is not None), {})
     extras = tuple(_rebuild(names, column, like) for column in outputs[1:])
     return (net, *extras) if _returns_tuple(results) else net
 

@@ -204,13 +204,17 @@ def _backend(leaf: Any, path: Callable[[str, int], str], argument: str, index: i
         raise TypeError(f"{path(argument, index)}: {error}") from None
 
 
-def _check_leaf(backend: Any, leaf: Any, path, argument: str, index: int) -> None:
+def _check_leaf(
+    backend: Any, leaf: Any, path: Callable[[str, int], str], argument: str, index: int
+) -> None:
     problem = backend.check_leaf(leaf)
     if problem:
         raise TypeError(f"{path(argument, index)}: {problem}")
 
 
-def _check_writeable(backend: Any, leaf: Any, path, argument: str, index: int) -> None:
+def _check_writeable(
+    backend: Any, leaf: Any, path: Callable[[str, int], str], argument: str, index: int
+) -> None:
     if not backend.is_writeable(leaf):
         raise ValueError(
             f"{path(argument, index)}: is read-only (or not a plain {backend.NAME} array), "
@@ -257,7 +261,13 @@ def _check_like(
         raise TypeError(f"{where}: dtype {leaf_dtype} does not match the {reference} {dtype}")
 
 
-def _check_overlap(params, grads, states, names, path) -> None:
+def _check_overlap(
+    params: Sequence[Any],
+    grads: Sequence[Any],
+    states: Sequence[Sequence[Any]],
+    names: Sequence[str],
+    path: Callable[[str, int], str],
+) -> None:
     """In place, every written buffer must be its own (see :mod:`adamupdate._memory`)."""
     regions = []
     columns = [("params", params, True), ("grad", grads, False)]
@@ -267,7 +277,7 @@ def _check_overlap(params, grads, states, names, path) -> None:
             if leaf is None:
                 continue
             backend = backend_of(leaf)
-            span = backend.memory(leaf)
+            span: tuple[int, int] | None = backend.memory(leaf)
             if span is not None:
                 regions.append(_memory.Region(*span, written, argument, i, leaf, backend))
     pair = _memory.first_overlap(regions)
@@ -284,7 +294,14 @@ def _take(leaves: Sequence[Any], indices: list[int]) -> list[Any]:
     return [leaves[i] for i in indices]
 
 
-def _scatter(group: Group, outputs, params, grads, new_params, new_states) -> None:
+def _scatter(
+    group: Group,
+    outputs: tuple[list, tuple[list, ...]],
+    params: Sequence[Any],
+    grads: Sequence[Any],
+    new_params: list[Any],
+    new_states: tuple[list[Any], ...],
+) -> None:
     """Put a group's outputs back in leaf order, in the outer form of the inputs."""
     finish, finish_state = group.backend.finish, group.backend.finish_state
     ps, group_states = outputs
@@ -308,7 +325,13 @@ def _coefficients_by_factor(rule: Rule, hyper: Any) -> Callable[[float], Any]:
     return get
 
 
-def _freeze(group, params, states, new_params, new_states) -> None:
+def _freeze(
+    group: Group,
+    params: Sequence[Any],
+    states: Sequence[Sequence[Any]],
+    new_params: list[Any],
+    new_states: tuple[list[Any], ...],
+) -> None:
     """Learn-rate factor 0: MATLAB leaves the parameter and its states as they are (a scalar 0
     on the first call, not a full-size buffer)."""
     zero = group.backend.zero_state

@@ -39,13 +39,15 @@ def solve(
     return _planned_step(rule, params, grad, states, hyper, inplace, state_dtype)
 
 
-def _remembered_step(plan, params, grad, states, hyper) -> tuple | None:
+def _remembered_step(
+    plan: _plan.Plan, params: Any, grad: Any, states: tuple[Any, ...], hyper: Any
+) -> tuple[Any, tuple[Any, ...]] | None:
     """The step of a plan carried by the states, when this call passes the very leaves it
     last produced; ``None`` (nothing written) when anything differs."""
     node, state_node = plan.nodes
     param_leaves = _tree.same_structure_leaves(node, params)
     grad_leaves = _tree.same_structure_leaves(node, grad)
-    state_leaves = [_tree.same_structure_leaves(state_node, state) for state in states]
+    state_leaves: list[Any] = [_tree.same_structure_leaves(state_node, state) for state in states]
     if param_leaves is None or grad_leaves is None or None in state_leaves:
         return None
     if not plan.expects(param_leaves, state_leaves):
@@ -58,7 +60,15 @@ def _remembered_step(plan, params, grad, states, hyper) -> tuple | None:
     return _outputs(plan, params, new)
 
 
-def _planned_step(rule, params, grad, states, hyper, inplace, state_dtype) -> tuple:
+def _planned_step(
+    rule: Rule,
+    params: Any,
+    grad: Any,
+    states: tuple[Any, ...],
+    hyper: Any,
+    inplace: bool,
+    state_dtype: Any,
+) -> tuple[Any, tuple[Any, ...]]:
     param_leaves, node = _tree.flatten(params)
     grad_leaves = _tree.leaves_like(node, grad, "grad")
     state_leaves = [
@@ -85,7 +95,13 @@ def _planned_step(rule, params, grad, states, hyper, inplace, state_dtype) -> tu
     return _outputs(plan, params, new, originals=(param_leaves, state_leaves), given=states)
 
 
-def _outputs(plan, params, new, originals=None, given: Sequence[Any] = ()) -> tuple:
+def _outputs(
+    plan: _plan.Plan,
+    params: Any,
+    new: tuple[list[Any], tuple[list[Any], ...]],
+    originals: tuple[list[Any], list[list[Any]]] | None = None,
+    given: Sequence[Any] = (),
+) -> tuple[Any, tuple[Any, ...]]:
     """The containers around the new leaves; the states carry the plan. In place, a params
     container whose every leaf was updated in its own buffer comes back as it is (the states
     come back in containers that carry the plan, around the same leaves)."""

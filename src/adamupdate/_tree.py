@@ -33,7 +33,7 @@ class Node:
     kind: str
     children: tuple[Node, ...] = ()
     keys: tuple[Any, ...] = ()
-    type_: type | None = None
+    type_: Any = None  # a class, called to rebuild the container (None for leaves and tables)
     table: Any = None
     size: int = 1  # number of leaves below (1 for a leaf)
     flat: bool = False  # every child is a leaf: the leaves can be taken in bulk
@@ -123,7 +123,7 @@ def flatten(tree: Any) -> tuple[list[Any], Node]:
 
 
 def _flatten_into(obj: Any, leaves: list[Any], name: str, path: tuple) -> Node:
-    cls = _plain(type(obj))
+    cls: Any = _plain(type(obj))
     if isinstance(obj, list):
         children = tuple(
             _flatten_into(item, leaves, name, (*path, i)) for i, item in enumerate(obj)
@@ -184,7 +184,7 @@ def _build(node: Node, take: Callable[[], Any]) -> Any:
     if kind == "leaf":
         return take()
     if kind == "list":
-        items = [_build(child, take) for child in node.children]
+        items: Any = [_build(child, take) for child in node.children]
         return items if node.type_ is list else node.type_(items)
     if kind == "tuple":
         items = tuple(_build(child, take) for child in node.children)

@@ -89,7 +89,7 @@ def _finite(name: str, value: Any, kind: str) -> float:
     return as_float
 
 
-def _real(name: str, value: Any, kind: str) -> numbers.Real:
+def _real(name: str, value: Any, kind: str) -> float | numbers.Real:
     """The real number ``value`` stands for; a one-element array or tensor gives its element."""
     if type(value) is float or type(value) is int:  # the usual case, without ABC checks
         return value
