@@ -90,7 +90,15 @@ def finish(original: Any, updated: Any) -> Any:
 finish_state = finish
 
 
-def group(rule: Rule, dtype, state_dtypes, *, fresh: bool, inplace: bool, params: list) -> Group:
+def group(
+    rule: Rule,
+    dtype: Any,
+    state_dtypes: tuple[Any, ...],
+    *,
+    fresh: bool,
+    inplace: bool,
+    params: list,
+) -> Group:
     return Group(rule, state_dtypes, fresh=fresh, inplace=inplace)
 
 
@@ -105,7 +113,7 @@ class Group:
         self._leaves: tuple = ()
         self._outputs: tuple[list, tuple[list, ...]] = ([], ())
 
-    def bind(self, params, grads, states, *, checked: bool) -> bool:
+    def bind(self, params: list, grads: list, states: list[list], *, checked: bool) -> bool:
         if not checked and any(describe(g) != describe(p) for g, p in zip(grads, params)):
             return False
         self._leaves = (params, grads, states)

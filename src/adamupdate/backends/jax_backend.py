@@ -12,6 +12,7 @@ group is donated, so a failure changes nothing. The call also works inside the c
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
@@ -82,7 +83,15 @@ def finish(original: Any, updated: Any) -> Any:
 finish_state = finish
 
 
-def group(rule: Rule, dtype, state_dtypes, *, fresh: bool, inplace: bool, params: list) -> Group:
+def group(
+    rule: Rule,
+    dtype: Any,
+    state_dtypes: tuple[Any, ...],
+    *,
+    fresh: bool,
+    inplace: bool,
+    params: list,
+) -> Group:
     return Group(rule, state_dtypes, fresh=fresh, inplace=inplace)
 
 
@@ -98,9 +107,9 @@ class Group:
         self._executable: Any = None
         self._forms: list = []
         self._args: tuple = ()
-        self._outputs: tuple[list, list, list] = ([], [], [])
+        self._outputs: tuple[list, tuple[list, ...]] = ([], ())
 
-    def bind(self, params, grads, states, *, checked: bool) -> bool:
+    def bind(self, params: list, grads: list, states: list[list], *, checked: bool) -> bool:
         forms = [(type(x), x.dtype, x.shape) for x in (*params, *grads)]
         if not checked and forms != self._forms:
             return False
@@ -145,8 +154,15 @@ def _unpair(x: Any) -> Any:
 
 
 @cache
-def _compiled_step(rule: Rule, fresh: bool, donate: bool, dtypes: tuple[Any, ...]):
-    def run(params, grads, states, scalars):
+def _compiled_step(
+    rule: Rule, fresh: bool, donate: bool, dtypes: tuple[Any, ...]
+) -> jax.stages.Wrapped:
+    def run(
+        params: list,
+        grads: list,
+        states: Any,  # a list per state; None when fresh
+        scalars: dict[str, Any],
+    ) -> tuple[list, tuple[list, ...]]:
         c = rule.coefficients_type(**scalars)
         outputs: tuple[list, ...] = tuple([] for _ in range(1 + len(dtypes)))
         for i, (p, g) in enumerate(zip(params, grads)):
@@ -162,7 +178,7 @@ def _compiled_step(rule: Rule, fresh: bool, donate: bool, dtypes: tuple[Any, ...
                     x = _pairs(jnp.broadcast_to(x, p.shape))
                     x = x[..., None] if squared else x
                 xs.append(x)
-            new = rule.step(
+            new: Sequence[Any] = rule.step(
                 jnp,
                 _pairs(p.astype(compute)),
                 _pairs(gc),

@@ -18,6 +18,7 @@ divided by a real one divides both), on their real views.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -160,7 +161,7 @@ class Group:
         self.rule, self.dtype, self.state_dtypes = rule, dtype, tuple(state_dtypes)
         self.fresh, self.inplace = fresh, inplace
         elements = sum(as_array(p).size for p in params)
-        self.kernel = None
+        self.kernel: Any = None  # the numba kernel module, when it takes this group
         if (
             dtype in _REAL + _COMPLEX
             and state_dtypes[0] == (real_dtype(dtype) if rule.squared[0] else dtype)
@@ -176,14 +177,14 @@ class Group:
         self._originals: tuple[list, ...] = ()
         self._outputs: tuple[list, ...] = ()
         self._table: tuple[np.ndarray, np.ndarray] | None = None
-        self._leaves: list[tuple] = []
+        self._leaves: list[tuple[np.ndarray, np.ndarray, tuple, np.ndarray, tuple]] = []
         self._write_back: list[tuple[np.ndarray, np.ndarray]] = []
         self._keep: tuple = ()  # staged copies, alive until run()
         self._shapes: list[tuple[int, ...]] = []
 
     # -- binding ---------------------------------------------------------------------------
 
-    def bind(self, params, grads, states, *, checked: bool) -> bool:
+    def bind(self, params: list, grads: list, states: list[list], *, checked: bool) -> bool:
         self._originals = (params, *states)
         self._write_back, self._table, self._keep, self._leaves = [], None, (), []
         outputs = self._new_outputs(params, states)
@@ -213,7 +214,7 @@ class Group:
         ]
         return True
 
-    def _new_outputs(self, params, states) -> tuple[list, ...]:
+    def _new_outputs(self, params: list, states: list[list]) -> tuple[list, ...]:
         """The buffers the step writes: the caller's own in place (when full-size arrays);
         otherwise new ones — or the last call's inputs, when nothing refers to them any more
         (see :func:`_new`)."""
@@ -234,13 +235,17 @@ class Group:
                     column[i] = _new(shape, dtype)
         return tuple(columns)
 
-    def _rows(self, params, grads, states, outputs) -> tuple[list, ...]:
+    def _rows(
+        self, params: list, grads: list, states: Sequence[list], outputs: Sequence[list]
+    ) -> tuple[list, ...]:
         """The kernel's seven rows (fresh: the state rows are not read; any arrays will do)."""
         ins = (params, grads) if self.fresh else (*states, *states)[:2]
         outs = (*outputs[1:], *outputs[1:])[:2]
         return (params, grads, *ins, outputs[0], *outs)
 
-    def _bind_kernel(self, params, grads, states, outputs) -> bool:
+    def _bind_kernel(
+        self, params: list, grads: list, states: list[list], outputs: tuple[list, ...]
+    ) -> bool:
         """Check the arrays from their headers in compiled code and take their addresses."""
         rows = self._rows(params, grads, states, outputs)
         n = len(params)
@@ -261,7 +266,7 @@ class Group:
         self._table = (addresses, sizes)
         return True
 
-    def _stage(self, params, grads, states) -> None:
+    def _stage(self, params: list, grads: list, states: list[list]) -> None:
         """Contiguous copies of what the kernel cannot walk directly (strided views, scalars,
         MATLAB's scalar-0 states); outputs that are strided views are written back after the
         step."""
@@ -287,7 +292,7 @@ class Group:
         assert not isinstance(table, int), "staged copies are contiguous arrays of the dtypes"
         self._table, self._keep = table, rows
 
-    def _fits(self, params, grads, states) -> bool:
+    def _fits(self, params: list, grads: list, states: list[list]) -> bool:
         """A remembered ufunc step: gradients of the parameters' dtype and planned shape, and
         parameters and states still of their planned shapes (an array can be reshaped or made
         read-only under the same object) — checked before anything is written."""
@@ -365,7 +370,9 @@ def _contiguous(a: np.ndarray) -> np.ndarray:
     return a if a.flags.c_contiguous else a.copy(order="C")
 
 
-def _addresses(rows, dtypes, fresh) -> tuple[np.ndarray, np.ndarray] | int:
+def _addresses(
+    rows: Sequence[Sequence[Any]], dtypes: Sequence[np.dtype], fresh: bool
+) -> tuple[np.ndarray, np.ndarray] | int:
     """The kernel's address table checked through Python attributes (``dtypes``: each row's);
     the failing column or the table."""
     n = len(rows[0])
@@ -414,7 +421,15 @@ def _full(state: Any, param: Any) -> np.ndarray:
     return np.full(shape, state, state.dtype)
 
 
-def _ufunc_leaf(rule: Rule, p, g, states, p_out, states_out, c: Any) -> None:
+def _ufunc_leaf(
+    rule: Rule,
+    p: np.ndarray,
+    g: np.ndarray,
+    states: tuple[np.ndarray | None, ...],
+    p_out: np.ndarray,
+    states_out: tuple[np.ndarray, ...],
+    c: Any,
+) -> None:
     """One leaf with ufuncs, in cache-sized chunks, in the precision of the states (float32 for
     half precision); complex arrays as pairs of reals (see :mod:`adamupdate.rules`)."""
     compute = np.result_type(np.float32 if p.dtype == _HALF else p.dtype, *states_out)

@@ -40,7 +40,7 @@ MUTABLE = True  # tensors are updated in their own buffers
 _HALF = (torch.float16, torch.bfloat16)
 _SUPPORTED = (*_HALF, torch.float32, torch.float64, torch.complex64, torch.complex128)
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
-_NUMPY_DTYPES = {
+_NUMPY_DTYPES: dict[torch.dtype, np.dtype] = {
     torch.float32: np.dtype(np.float32),
     torch.float64: np.dtype(np.float64),
     torch.complex64: np.dtype(np.complex64),
@@ -239,7 +239,7 @@ class Group:
 
     # -- binding ---------------------------------------------------------------------------
 
-    def bind(self, params, grads, states, *, checked: bool) -> bool:
+    def bind(self, params: list, grads: list, states: list[list], *, checked: bool) -> bool:
         if not checked:
             if not self._fits(params, grads, states):
                 return False
@@ -248,7 +248,7 @@ class Group:
         self._bind(params, grads, states)
         return True
 
-    def _fits(self, params, grads, states) -> bool:
+    def _fits(self, params: list, grads: list, states: list[list]) -> bool:
         """A remembered step's leaves still have their planned form: parameters and states
         their shapes (a ``.data =`` swap or a ``resize_`` under the same object changes them),
         gradients their parameters' dtype, device, shape and memory layout, no lazy
@@ -280,7 +280,7 @@ class Group:
         except (RuntimeError, AttributeError, TypeError):  # sparse: no strides; not a tensor
             return []
 
-    def _bind(self, params, grads, states) -> None:
+    def _bind(self, params: list, grads: list, states: list[list]) -> None:
         """Every leaf checked by the plan: lay them out for the route, make the outputs."""
         self._write_back = []
         with torch.no_grad():
@@ -302,7 +302,9 @@ class Group:
         self._shapes = [p.shape for p in outputs[0]]
         self._extents = np.array([_extent(p) for p in work_p], np.intp)
 
-    def _make_outputs(self, params, states, work_p) -> tuple[list, ...]:
+    def _make_outputs(
+        self, params: list, states: list[list], work_p: list[torch.Tensor]
+    ) -> tuple[list, ...]:
         """The caller's own buffers in place (full-size ones), new ones otherwise."""
         ps = list(params) if self.inplace else [torch.empty_like(p) for p in work_p]
         columns = [ps]
@@ -330,7 +332,13 @@ class Group:
                 out.append(temp)
         return out
 
-    def _bind_numba(self, work_p, work_g, work_s, outputs) -> None:
+    def _bind_numba(
+        self,
+        work_p: list[torch.Tensor],
+        work_g: list[torch.Tensor],
+        work_s: list,  # a list of tensors per state, or None each when fresh
+        outputs: tuple[list, ...],
+    ) -> None:
         staged = [self._staged(column, work_p) for column in outputs]
         if self.inplace:  # an in-place parameter is its own input when not staged
             work_p = [t if t is p else w for t, p, w in zip(staged[0], outputs[0], work_p)]
@@ -344,7 +352,7 @@ class Group:
         self._keep = rows
         self._remember(outputs, self._table[0])
 
-    def _rebind(self, params, grads, states) -> bool:
+    def _rebind(self, params: list, grads: list, states: list[list]) -> bool:
         """A remembered numba step: the same buffers at the same addresses (a ``.data =`` swap
         changes them) and gradients of the planned form (checked by :meth:`_fits`)."""
         address = torch.Tensor.data_ptr
@@ -370,14 +378,14 @@ class Group:
         self._keep = (grads, outputs)
         return True
 
-    def _fill_output_rows(self, table: np.ndarray, outputs) -> None:
+    def _fill_output_rows(self, table: np.ndarray, outputs: tuple[list, ...]) -> None:
         """Rows 4-6 of the kernel's table from the outputs (a single state fills both)."""
         n = table.shape[1]
         rows = [np.fromiter(map(torch.Tensor.data_ptr, c), np.intp, n) for c in outputs]
         table[4] = rows[0]
         table[5], table[6] = (*rows[1:], *rows[1:])[:2]
 
-    def _remember(self, outputs, table: np.ndarray) -> None:
+    def _remember(self, outputs: tuple[list, ...], table: np.ndarray) -> None:
         """What the next, remembered call will be handed: these outputs, at these addresses
         (rows 0, 2 and 3; in place, rows 4-6 too)."""
         self._addresses = [t.data_ptr() for column in outputs for t in column]
@@ -391,7 +399,13 @@ class Group:
             self._spans = written_spans(planned, self._sizes, self._items)
         self._planned = planned
 
-    def _bind_in_place_kernel(self, work_p, work_g, work_s, outputs) -> None:
+    def _bind_in_place_kernel(
+        self,
+        work_p: list[torch.Tensor],
+        work_g: list[torch.Tensor],
+        work_s: list,  # a list of tensors per state, or None each when fresh
+        outputs: tuple[list, ...],
+    ) -> None:
         """``fused`` and ``foreach`` update their buffers in place: give them the outputs,
         holding the inputs' values."""
         staged = [self._staged(column, work_p) for column in outputs]
@@ -413,6 +427,7 @@ class Group:
             if self.route == "numba":
                 from ..kernels import numba_step
 
+                assert self._table is not None, "bound: the numba route has its table"
                 addresses, sizes = self._table
                 dtype = _NUMPY_DTYPES[self.dtype]
                 numba_step.run(addresses, sizes, dtype, self.fresh, c, self.rule.kernel)
@@ -420,6 +435,7 @@ class Group:
             elif self.route == "fused":
                 # β^t is 0 in float64 long before float32's largest value for any β < 1:
                 # capping t there changes nothing and keeps the step tensor finite.
+                assert self._step is not None, "bound: the fused route has its step tensor"
                 self._step.fill_(min(float(c.iteration), 3.0e38))
                 params, grads, (m, v) = self._work
                 _fused_step(params, grads, m, v, self._step, c)
@@ -427,7 +443,8 @@ class Group:
                 params, grads, (m, v) = self._work
                 _foreach_step(params, grads, m, v, c)
             else:
-                _rule_step(self.rule, *self._work, c)
+                params, grads, states = self._work
+                _rule_step(self.rule, params, grads, states, c)
             for target, temp in self._write_back:
                 target.copy_(temp)
             if self.route == "numba" and self._written:
@@ -442,7 +459,13 @@ class Group:
         return self._outputs[0], tuple(self._outputs[1:])
 
 
-def _rule_step(rule: Rule, params, grads, states, c: Any) -> None:
+def _rule_step(
+    rule: Rule,
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    states: tuple[list[torch.Tensor], ...],
+    c: Any,
+) -> None:
     """Any rule, one tensor at a time, in MATLAB's order: half precision in float32, complex
     as pairs of reals. The buffers hold the inputs' values and receive the results (a fresh
     state holds zeros: ``β·0 + x`` is ``x``, so no first-iteration form is needed)."""
@@ -504,7 +527,14 @@ def _full(state: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return state if state.shape == p.shape else state.expand(p.shape).clone()
 
 
-def _fused_step(params, grads, avg_grads, avg_sq_grads, step: torch.Tensor, c) -> None:
+def _fused_step(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    avg_grads: list[torch.Tensor],
+    avg_sq_grads: list[torch.Tensor],
+    step: torch.Tensor,
+    c: StepCoefficients,
+) -> None:
     torch._fused_adam_(
         params,
         grads,
@@ -524,7 +554,13 @@ def _fused_step(params, grads, avg_grads, avg_sq_grads, step: torch.Tensor, c) -
     )
 
 
-def _foreach_step(params, grads, avg_grads, avg_sq_grads, c: StepCoefficients) -> None:
+def _foreach_step(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    avg_grads: list[torch.Tensor],
+    avg_sq_grads: list[torch.Tensor],
+    c: StepCoefficients,
+) -> None:
     """MATLAB's operations in MATLAB's order; half precision in float32, complex as real
     pairs (a real scalar times a complex number scales both parts)."""
     compute = torch.float32 if params[0].dtype in _HALF else params[0].dtype
@@ -534,7 +570,9 @@ def _foreach_step(params, grads, avg_grads, avg_sq_grads, c: StepCoefficients) -
     v = [t.to(compute.to_real()) for t in avg_sq_grads]
     if compute.is_complex:
         p, g, m = ([torch.view_as_real(t) for t in column] for column in (p, g, m))
-        squared = [t.square().sum(-1, keepdim=True) for t in g]
+        squared: list[torch.Tensor] | tuple[torch.Tensor, ...] = [
+            t.square().sum(-1, keepdim=True) for t in g
+        ]
         v_view = [t.unsqueeze(-1) for t in v]
     else:
         squared = torch._foreach_mul(g, g)
@@ -547,7 +585,7 @@ def _foreach_step(params, grads, avg_grads, avg_sq_grads, c: StepCoefficients) -
     torch._foreach_add_(m, scaled_grad)
     denom = torch._foreach_sqrt(v_view)
     torch._foreach_add_(denom, c.epsilon)
-    update = torch._foreach_mul(m, c.step_size)
+    update: list[torch.Tensor] | tuple[torch.Tensor, ...] = torch._foreach_mul(m, c.step_size)
     if compute.is_complex:
         update = [u / d for u, d in zip(update, denom)]
     else:
