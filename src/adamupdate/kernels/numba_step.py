@@ -191,7 +191,7 @@ def fused_step(
     iteration (MATLAB's empty state). An output may *be* its input (``p_out is p``); otherwise
     outputs must not overlap any input.
     """
-    states = (None, None) if m is None and v is None else ([m], [v])
+    states: tuple[Any, Any] = (None, None) if m is None and v is None else ([m], [v])
     fused_step_many([p], [g], *states, [p_out], [m_out], [v_out], c)
 
 
@@ -218,7 +218,8 @@ def fused_step_many(
         raise ValueError("avg_grad and avg_sq_grad must both be given or both be None")
     n = len(params)
     dtype = np.dtype(getattr(params[0], "dtype", np.float64)) if n else np.dtype(np.float64)
-    states = (params, grads) if fresh else (avg_grads, avg_sq_grads)  # fresh: rows not read
+    # fresh: the state rows are not read
+    states: tuple[Any, Any] = (params, grads) if fresh else (avg_grads, avg_sq_grads)
     columns = (params, grads, *states, params_out, avg_grads_out, avg_sq_grads_out)
     _check(dtype, n, columns, fresh)
     addresses = np.array(
@@ -256,7 +257,7 @@ def _real_dtype(dtype: np.dtype) -> np.dtype:
 _expected_cache: dict[tuple, np.ndarray] = {}
 
 
-def _expected(dtype: np.dtype, squared: tuple[bool, bool] = (False, True)) -> np.ndarray:
+def _expected(dtype: np.dtype, squared: tuple[bool, ...] = (False, True)) -> np.ndarray:
     """What the header check compares with: each role's dtype object, then ``ndarray``."""
     want = _expected_cache.get((dtype, squared))
     if want is None:
@@ -377,7 +378,7 @@ def _build() -> None:
         ns["_pointer"] = pointer
         ns["_load_intp"] = loader(types.intp)
         ns["_load_int32"] = loader(types.int32)
-        options = {"fastmath": False, "error_model": "numpy"}
+        options: dict[str, Any] = {"fastmath": False, "error_model": "numpy"}
         for name in (
             "_real_fresh",
             "_real_continue",
@@ -398,7 +399,8 @@ def _build() -> None:
         _state["inspect"] = numba.njit(cache=True, **options)(_inspect)
         _state["layout"] = _probe_layout()
         _state["threads"] = True
-        layer = numba.config.THREADING_LAYER
+        # numba.config sets its options through globals(), which type checkers cannot see.
+        layer = numba.config.THREADING_LAYER  # type: ignore[attr-defined]
         _state["safe_layer"] = True if layer in ("omp", "tbb") else None  # None: not known yet
         # OpenMP cannot run in a forked child (numba terminates it): step on one thread there.
         os.register_at_fork(after_in_child=lambda: _state.update(threads=False))
@@ -427,7 +429,7 @@ _C_CONTIGUOUS = 0x0001  # NPY_ARRAY_C_CONTIGUOUS
 _WRITEABLE = 0x0400  # NPY_ARRAY_WRITEABLE
 
 
-def _inspect(h, want, layout, fresh, sizes, addresses):  # type: ignore[no-untyped-def]
+def _inspect(h, want, layout, fresh, sizes, addresses):
     """Check every array of the table ``h`` (of ids) from its header; fill ``sizes`` and
     ``addresses``.
 
@@ -468,7 +470,7 @@ def _inspect(h, want, layout, fresh, sizes, addresses):  # type: ignore[no-untyp
 # coefficient array k holds b1, 1-b1, b2, 1-b2, step, eps already in the array's (real) dtype.
 
 
-def _real_fresh(p, g, po, mo, vo, lo, hi, k):  # type: ignore[no-untyped-def]
+def _real_fresh(p, g, po, mo, vo, lo, hi, k):
     for i in range(lo, hi):
         gi = g[i]
         mi = k[1] * gi
@@ -478,7 +480,7 @@ def _real_fresh(p, g, po, mo, vo, lo, hi, k):  # type: ignore[no-untyped-def]
         po[i] = p[i] - (k[4] * mi) / (math.sqrt(vi) + k[5])
 
 
-def _real_continue(p, g, m, v, po, mo, vo, lo, hi, k):  # type: ignore[no-untyped-def]
+def _real_continue(p, g, m, v, po, mo, vo, lo, hi, k):
     for i in range(lo, hi):
         gi = g[i]
         mi = k[0] * m[i] + k[1] * gi
@@ -488,7 +490,7 @@ def _real_continue(p, g, m, v, po, mo, vo, lo, hi, k):  # type: ignore[no-untype
         po[i] = p[i] - (k[4] * mi) / (math.sqrt(vi) + k[5])
 
 
-def _complex_fresh(p, g, po, mo, vo, lo, hi, k):  # type: ignore[no-untyped-def]
+def _complex_fresh(p, g, po, mo, vo, lo, hi, k):
     for i in range(lo, hi):
         re = 2 * i
         im = re + 1
@@ -505,7 +507,7 @@ def _complex_fresh(p, g, po, mo, vo, lo, hi, k):  # type: ignore[no-untyped-def]
         po[im] = p[im] - (k[4] * mi) / d
 
 
-def _complex_continue(p, g, m, v, po, mo, vo, lo, hi, k):  # type: ignore[no-untyped-def]
+def _complex_continue(p, g, m, v, po, mo, vo, lo, hi, k):
     for i in range(lo, hi):
         re = 2 * i
         im = re + 1
@@ -525,7 +527,7 @@ def _complex_continue(p, g, m, v, po, mo, vo, lo, hi, k):  # type: ignore[no-unt
 # RMSProp: k holds b2, 1-b2, lr, eps.
 
 
-def _rmsprop_real_fresh(p, g, po, vo, lo, hi, k):  # type: ignore[no-untyped-def]
+def _rmsprop_real_fresh(p, g, po, vo, lo, hi, k):
     for i in range(lo, hi):
         gi = g[i]
         vi = k[1] * (gi * gi)
@@ -533,7 +535,7 @@ def _rmsprop_real_fresh(p, g, po, vo, lo, hi, k):  # type: ignore[no-untyped-def
         po[i] = p[i] - (k[2] * gi) / (math.sqrt(vi) + k[3])
 
 
-def _rmsprop_real_continue(p, g, v, po, vo, lo, hi, k):  # type: ignore[no-untyped-def]
+def _rmsprop_real_continue(p, g, v, po, vo, lo, hi, k):
     for i in range(lo, hi):
         gi = g[i]
         vi = k[0] * v[i] + k[1] * (gi * gi)
@@ -541,7 +543,7 @@ def _rmsprop_real_continue(p, g, v, po, vo, lo, hi, k):  # type: ignore[no-untyp
         po[i] = p[i] - (k[2] * gi) / (math.sqrt(vi) + k[3])
 
 
-def _rmsprop_complex_fresh(p, g, po, vo, lo, hi, k):  # type: ignore[no-untyped-def]
+def _rmsprop_complex_fresh(p, g, po, vo, lo, hi, k):
     for i in range(lo, hi):
         re = 2 * i
         im = re + 1
@@ -554,7 +556,7 @@ def _rmsprop_complex_fresh(p, g, po, vo, lo, hi, k):  # type: ignore[no-untyped-
         po[im] = p[im] - (k[2] * gi) / d
 
 
-def _rmsprop_complex_continue(p, g, v, po, vo, lo, hi, k):  # type: ignore[no-untyped-def]
+def _rmsprop_complex_continue(p, g, v, po, vo, lo, hi, k):
     for i in range(lo, hi):
         re = 2 * i
         im = re + 1
@@ -570,14 +572,14 @@ def _rmsprop_complex_continue(p, g, v, po, vo, lo, hi, k):  # type: ignore[no-un
 # SGDM: k holds momentum, lr. An empty velocity is 0: 0 - lr*g.
 
 
-def _sgdm_fresh(p, g, po, so, lo, hi, k):  # type: ignore[no-untyped-def]
+def _sgdm_fresh(p, g, po, so, lo, hi, k):
     for i in range(lo, hi):
         vel = 0.0 - k[1] * g[i]
         so[i] = vel
         po[i] = p[i] + vel
 
 
-def _sgdm_continue(p, g, s, po, so, lo, hi, k):  # type: ignore[no-untyped-def]
+def _sgdm_continue(p, g, s, po, so, lo, hi, k):
     for i in range(lo, hi):
         vel = k[0] * s[i] - k[1] * g[i]
         so[i] = vel
@@ -589,7 +591,7 @@ def _sgdm_continue(p, g, s, po, so, lo, hi, k):  # type: ignore[no-untyped-def]
 # runtime overlap check fails and it runs the scalar loop, ~4x slower.
 
 
-def _real_span(h, j, lo, hi, k, fresh, rule):  # type: ignore[no-untyped-def]
+def _real_span(h, j, lo, hi, k, fresh, rule):
     p, g, po = h[0, j], _pointer(h[1, j], k), h[4, j]
     pp = _pointer(p, k)
     if rule == _ADAM:
@@ -628,7 +630,7 @@ def _real_span(h, j, lo, hi, k, fresh, rule):  # type: ignore[no-untyped-def]
             _sgdm_continue(pp, g, sp, ppo, spo, lo, hi, k)
 
 
-def _complex_span(h, j, lo, hi, k, fresh, rule):  # type: ignore[no-untyped-def]
+def _complex_span(h, j, lo, hi, k, fresh, rule):
     """Adam and RMSProp on complex arrays (SGDM has no |g|^2: it runs as real pairs)."""
     p, g, po = h[0, j], _pointer(h[1, j], k), h[4, j]
     pp = _pointer(p, k)
@@ -655,7 +657,7 @@ def _complex_span(h, j, lo, hi, k, fresh, rule):  # type: ignore[no-untyped-def]
         _complex_continue(pp, g, mp, vp, ppo, mpo, vpo, lo, hi, k)
 
 
-def _real_range(h, starts, lo, hi, k, fresh, rule):  # type: ignore[no-untyped-def]
+def _real_range(h, starts, lo, hi, k, fresh, rule):
     """Elements [lo, hi) of the concatenation of all arrays (``starts``: their offsets)."""
     j = np.searchsorted(starts, lo, side="right") - 1
     while lo < hi:
@@ -666,7 +668,7 @@ def _real_range(h, starts, lo, hi, k, fresh, rule):  # type: ignore[no-untyped-d
         j += 1
 
 
-def _complex_range(h, starts, lo, hi, k, fresh, rule):  # type: ignore[no-untyped-def]
+def _complex_range(h, starts, lo, hi, k, fresh, rule):
     """As :func:`_real_range`, counting complex elements."""
     j = np.searchsorted(starts, lo, side="right") - 1
     while lo < hi:
@@ -677,7 +679,7 @@ def _complex_range(h, starts, lo, hi, k, fresh, rule):  # type: ignore[no-untype
         j += 1
 
 
-def _starts(sizes):  # type: ignore[no-untyped-def]
+def _starts(sizes):
     starts = np.zeros(sizes.shape[0] + 1, np.intp)
     for j in range(sizes.shape[0]):
         starts[j + 1] = starts[j] + sizes[j]
@@ -689,7 +691,7 @@ def _starts(sizes):  # type: ignore[no-untyped-def]
 # and on a busy machine a descheduled worker stalls the whole call).
 
 
-def _drive_real(h, sizes, k, fresh, parallel, rule):  # type: ignore[no-untyped-def]
+def _drive_real(h, sizes, k, fresh, parallel, rule):
     starts = _starts(sizes)
     total = starts[-1]
     if not parallel:
@@ -699,7 +701,7 @@ def _drive_real(h, sizes, k, fresh, parallel, rule):  # type: ignore[no-untyped-
         _real_range(h, starts, b * _BLOCK, min((b + 1) * _BLOCK, total), k, fresh, rule)
 
 
-def _drive_complex(h, sizes, k, fresh, parallel, rule):  # type: ignore[no-untyped-def]
+def _drive_complex(h, sizes, k, fresh, parallel, rule):
     starts = _starts(sizes)
     total = starts[-1]
     if not parallel:
