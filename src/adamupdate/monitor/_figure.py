@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._recorder import Recorder
 from ._text import format_seconds, format_value
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 SMOOTHING = 0.9
 EPOCH_LINE_GID = "epoch-end"
@@ -165,7 +168,15 @@ def worth_smoothing(n_points: int, factor: float) -> bool:
     return factor > 0 and n_points * (1.0 - factor) >= 10 - 1e-9  # 1 - 0.9 is 0.0999…
 
 
-def _draw_metric(ax, name, points, colour, n_xs, units, smoothing) -> None:
+def _draw_metric(
+    ax: Axes,
+    name: str,
+    points: Sequence[tuple[float, float]],
+    colour: str,
+    n_xs: int,
+    units: Mapping[str, str],
+    smoothing: float,
+) -> None:
     xs = [x for x, _ in points]
     ys = [v for _, v in points]
     if is_frequent(points, n_xs):
@@ -191,7 +202,7 @@ def _draw_metric(ax, name, points, colour, n_xs, units, smoothing) -> None:
         )
 
 
-def _number_epochs(ax, epoch_ends: list[float], xs: list[float]) -> None:
+def _number_epochs(ax: Axes, epoch_ends: list[float], xs: list[float]) -> None:
     """Epoch numbers along the top axis, each in the middle of its epoch's x values."""
     if not epoch_ends or not xs:
         return

@@ -99,7 +99,7 @@ def read(path: Path) -> tuple[dict[str, list[Point]], dict[str, Any]]:
         try:
             doc = json.loads(path.read_text())
             metrics = doc["metrics"]
-            history = {
+            history: dict[str, list[Point]] = {
                 name: [(as_x(x), math.nan if v is None else float(v)) for x, v in points]
                 for name, points in metrics.items()
             }
@@ -113,7 +113,7 @@ def read(path: Path) -> tuple[dict[str, list[Point]], dict[str, Any]]:
         if not header:
             raise ValueError(f"{path}: empty history CSV")
         names = header[1:]
-        history: dict[str, list[Point]] = {name: [] for name in names}
+        history = {name: [] for name in names}
         for row in reader:
             x = as_x(float(row[0]))
             for name, cell in zip(names, row[1:], strict=False):

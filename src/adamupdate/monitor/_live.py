@@ -121,7 +121,7 @@ class LiveView:
             self._milestone = False
 
     def renderable(self) -> Any:
-        from rich.console import Group
+        from rich.console import Group, RenderableType
         from rich.progress_bar import ProgressBar
         from rich.table import Table
         from rich.text import Text
@@ -152,7 +152,7 @@ class LiveView:
             fields.add_row(name, text, "")
         if rec.status:
             fields.add_row("Status", rec.status, "")
-        parts = [Text(self._title, style="bold underline"), bar, fields]
+        parts: list[RenderableType] = [Text(self._title, style="bold underline"), bar, fields]
         if self._stopping:
             parts.append(Text("Ctrl-C: stopping after this iteration", style="yellow"))
         elif self._ctrl_c_armed() and not self._closed:

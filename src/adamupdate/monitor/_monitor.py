@@ -89,7 +89,7 @@ class TrainingProgressMonitor:
     ) -> None:
         if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
             raise ValueError(f"log_every must be a positive integer, got {log_every!r}")
-        extra = {} if clock is None else {"clock": clock}
+        extra: dict[str, Any] = {} if clock is None else {"clock": clock}
         self._recorder = Recorder(metrics, info, x_label, units=units, **extra)
         self._layout = _figure.Layout.one_per_metric(self._recorder.metrics)
         self.title = str(title)

@@ -64,7 +64,8 @@ class PlainLog:
         # Called from the signal handler: os.write, because a buffered stream's write could be
         # re-entered if the signal landed inside one, which raises RuntimeError.
         with contextlib.suppress(AttributeError, OSError, ValueError):
-            os.write(sys.__stderr__.fileno(), STOP_MESSAGE.encode())
+            if sys.__stderr__ is not None:  # None when Python runs without one
+                os.write(sys.__stderr__.fileno(), STOP_MESSAGE.encode())
 
     def close(self) -> None:
         # The last state gets a line unless the last line already showed it.
