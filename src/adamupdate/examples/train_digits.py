@@ -121,6 +121,8 @@ class DigitsNet(nn.Module):
     num_classes : int, default 10
     """
 
+    mean: torch.Tensor  # a buffer (register_buffer)
+
     def __init__(self, mean_image: torch.Tensor, num_classes: int = 10) -> None:
         super().__init__()
         channels, height, width = mean_image.shape
@@ -132,6 +134,7 @@ class DigitsNet(nn.Module):
         for layer in (self.conv_1, self.conv_2, self.conv_3, self.fc):
             # MATLAB's defaults: WeightsInitializer "glorot", BiasInitializer "zeros".
             nn.init.xavier_uniform_(layer.weight)
+            assert layer.bias is not None  # every layer is made with one
             nn.init.zeros_(layer.bias)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -329,6 +332,7 @@ def train(config: TrainConfig) -> TrainResult:
     _set_threads()
     device = _device(config.device)
     split, source = _load_data(config)
+    assert split.X_test is not None and split.y_test is not None  # _load_data holds one out
     X_train = torch.from_numpy(split.X_train).to(device)
     y_train = torch.from_numpy(split.y_train).to(device)
     X_test = torch.from_numpy(split.X_test).to(device)
@@ -338,7 +342,9 @@ def train(config: TrainConfig) -> TrainResult:
     torch.manual_seed(config.seed)
     # channels_last lets PyTorch's CPU convolutions use oneDNN's fast layout (10-25 % per step
     # here); gradients come back in the same layout, which adamupdate keeps.
-    net = DigitsNet(X_train.mean(dim=0), num_classes).to(device, memory_format=torch.channels_last)
+    net: DigitsNet = DigitsNet(X_train.mean(dim=0), num_classes)
+    # Module.to takes memory_format, as its documentation says; torch's overloads omit it.
+    net = net.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     shuffle = torch.Generator().manual_seed(config.seed)  # CPU: the same order on any device
     num_observations = len(X_train)
     # MATLAB: floor(numObservations/miniBatchSize)
@@ -349,6 +355,7 @@ def train(config: TrainConfig) -> TrainResult:
     iteration = epoch = batch = 0
     order: torch.Tensor | None = None
     if checkpoint is not None:
+        assert config.resume is not None  # the checkpoint is the one it names
         _check_resumable(config.resume, config.epochs, checkpoint, net, num_observations, per_epoch)
         net.load_state_dict(checkpoint["net"])
         if checkpoint["avg_grad"] is not None:
