@@ -34,7 +34,7 @@ _DEMO_HINT = "pip install 'adamupdate[demo]'"
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT"); multi-byte types
 # are big-endian.
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
@@ -335,7 +335,9 @@ def _load_npz(path: Path) -> DataSplit:
     return DataSplit(X_train, y_train, X_test, y_test)
 
 
-def _npz_pair(archive, x_key: str, y_key: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _npz_pair(
+    archive: np.lib.npyio.NpzFile, x_key: str, y_key: str, path: Path
+) -> tuple[np.ndarray, np.ndarray]:
     X, y = archive[x_key], archive[y_key]
     where = f"{path}[{x_key!r}]"
     if X.ndim == 2 and X.shape[1] == 28 * 28:
