@@ -121,8 +121,8 @@ def gradients(loss: torch.Tensor, net: torch.nn.Module, *, form: str = "table") 
     ``torch.autograd.grad``, so ``.grad`` attributes are not touched.
     """
     names, params = _learnables(net)
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
-    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+    found = torch.autograd.grad(loss, params, allow_unused=True)  # None for an unused one
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, found)]
     if form == "table":
         return _table(names, grads)
     if form == "dict":

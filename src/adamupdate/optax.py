@@ -12,6 +12,7 @@ second moment, and both bias corrections are folded into the step size (see
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _validate
@@ -220,7 +221,7 @@ def _step(dtype: Any, step_size: Any, m: Any, v: Any, eps: Any) -> Any:
     return out.astype(dtype)
 
 
-def _scale_by_learning_rate(learning_rate: Any):
+def _scale_by_learning_rate(learning_rate: Any) -> optax.GradientTransformation:
     r"""Multiply updates by :math:`-\alpha` (a number or a schedule of the step count), in each
     array's precision; complex arrays componentwise."""
 
@@ -233,7 +234,9 @@ def _scale_by_learning_rate(learning_rate: Any):
             del params
             return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
 
-        def update_fn(updates, state, params=None):
+        def update_fn(
+            updates: Any, state: Any, params: Any = None
+        ) -> tuple[Any, optax.ScaleByScheduleState]:
             del params
             rate = learning_rate(state.count)
             return scale(updates, rate), optax.ScaleByScheduleState(
@@ -242,7 +245,7 @@ def _scale_by_learning_rate(learning_rate: Any):
 
         return optax.GradientTransformation(init_fn, update_fn)
 
-    def update_constant(updates, state, params=None):
+    def update_constant(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
         del params
         return scale(updates, learning_rate), state
 
@@ -281,7 +284,7 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) or (hasattr(x, "dtype") and not isinstance(x, jax.Array))
 
 
-def _tree_map(f, tree: Any, *rest: Any) -> Any:
+def _tree_map(f: Callable[..., Any], tree: Any, *rest: Any) -> Any:
     """``jax.tree.map`` that passes ``None`` leaves (masked-out updates) through."""
     return jax.tree.map(
         lambda x, *xs: None if x is None else f(x, *xs), tree, *rest, is_leaf=lambda x: x is None

@@ -241,6 +241,8 @@ class _Bucket:
 
     def current(self, state: dict) -> bool:
         """Whether the optimizer's state still holds this bucket's very tensors."""
+        if self.avg_grad is None or self.avg_sq_grad is None:
+            return False  # not stepped yet
         try:
             entries = list(map(state.__getitem__, self.params))
             return (
