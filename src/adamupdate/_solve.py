@@ -6,7 +6,6 @@ hand over here.
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
 from typing import Any
 
 from . import _plan, _tree
@@ -92,7 +91,7 @@ def _planned_step(
     plan.nodes = (node, state_node)
     new = plan.step(param_leaves, grad_leaves, state_leaves, hyper, checked=True)
     assert new is not None, "a plan binds the leaves it has just checked"
-    return _outputs(plan, params, new, originals=(param_leaves, state_leaves), given=states)
+    return _outputs(plan, params, new, originals=(param_leaves, state_leaves))
 
 
 def _outputs(
@@ -100,7 +99,6 @@ def _outputs(
     params: Any,
     new: tuple[list[Any], tuple[list[Any], ...]],
     originals: tuple[list[Any], list[list[Any]]] | None = None,
-    given: Sequence[Any] = (),
 ) -> tuple[Any, tuple[Any, ...]]:
     """The containers around the new leaves; the states carry the plan. In place, a params
     container whose every leaf was updated in its own buffer comes back as it is (the states
