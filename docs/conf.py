@@ -41,7 +41,7 @@ pygments_style = "sphinx"
 # --- API reference: numpydoc sections from the docstrings -------------------------------------
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
-autodoc_preserve_defaults = True
+autodoc_preserve_defaults = False  # values, not private constant names
 numpydoc_show_class_members = False  # members are listed by the autodoc directives themselves
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
