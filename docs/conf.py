@@ -8,13 +8,11 @@ Docstrings are written in numpydoc style and their ``>>>`` examples are run by p
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # document this checkout, not an installed copy
-os.environ.setdefault("PYTHONPATH", str(ROOT / "src"))
 
 import adamupdate  # noqa: E402
 
