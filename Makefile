@@ -1,4 +1,5 @@
 # Two commands do everything (see README): `make demo` and `make test`.
+# `make test` (what CI runs) also builds the documentation and runs its examples: `make docs`.
 # Each creates or refreshes the virtual environment in .venv first.
 PYTHON ?= python3
 VENV := .venv
@@ -6,30 +7,38 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: demo test bench lint format clean
+.PHONY: demo test docs bench lint format clean
 
 # torch is pinned: 2.13.0 is the CPU build on this project's machines; an unpinned torch would
 # pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[all,test]"
+	$(PY) -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[all,test,docs]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m adamupdate demo $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests bench
-	$(PY) -m ruff format --check src tests bench
+	$(PY) -m ruff check src tests bench docs
+	$(PY) -m ruff format --check src tests bench docs
 	$(PY) -m mypy
+	$(MAKE) --no-print-directory docs
 	$(PY) -m pytest --doctest-modules src/adamupdate tests
+
+# The HTML in docs/_build/html, warnings as errors; then the pages' examples (doctest builder,
+# which reuses the parsed pages). Docstring examples are run by pytest above.
+SPHINX := $(PY) -m sphinx -W --keep-going -q -d docs/_build/doctrees
+docs: $(STAMP)
+	$(SPHINX) -b html docs docs/_build/html
+	$(SPHINX) -b doctest docs docs/_build/doctest
 
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
 
 format: $(STAMP)
-	$(PY) -m ruff format src tests bench
-	$(PY) -m ruff check --fix src tests bench
+	$(PY) -m ruff format src tests bench docs
+	$(PY) -m ruff check --fix src tests bench docs
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis docs/_build
