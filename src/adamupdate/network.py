@@ -117,6 +117,12 @@ def gradients(loss: torch.Tensor, net: torch.nn.Module, *, form: str = "table") 
         ``"table"`` (a Learnables-style DataFrame, MATLAB's form), ``"dict"`` (keyed by
         parameter name) or ``"list"`` (``named_parameters()`` order).
 
+    Returns
+    -------
+    The gradients in the requested form.
+
+    Notes
+    -----
     Learnables that ``loss`` does not depend on get zero gradients, as in MATLAB. Uses
     ``torch.autograd.grad``, so ``.grad`` attributes are not touched.
     """
