@@ -19,16 +19,16 @@ demo: $(STAMP)
 	$(PY) -m adamupdate demo $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests bench
-	$(PY) -m ruff format --check src tests bench
+	$(PY) -m ruff check src tests bench examples
+	$(PY) -m ruff format --check src tests bench examples
 	$(PY) -m pytest --doctest-modules src/adamupdate tests
 
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
 
 format: $(STAMP)
-	$(PY) -m ruff format src tests bench
-	$(PY) -m ruff check --fix src tests bench
+	$(PY) -m ruff format src tests bench examples
+	$(PY) -m ruff check --fix src tests bench examples
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
