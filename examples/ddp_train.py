@@ -14,7 +14,8 @@ parameters, steps that slice and all-gathers the parameters; the numbers are the
 
 ``--save DIR`` writes a checkpoint with ``torch.distributed.checkpoint`` at the end;
 ``--resume DIR`` continues one, at any world size, and also one written by
-``examples/fsdp2_train.py``. NCCL and one GPU per rank when CUDA is available, gloo on CPUs.
+``examples/fsdp2_train.py``. NCCL and one GPU per rank when there are enough GPUs, else gloo on
+CPUs.
 """
 
 from __future__ import annotations
@@ -56,7 +57,10 @@ def main() -> None:
     parser.add_argument("--resume", metavar="DIR", help="continue from a checkpoint")
     args = parser.parse_args()
 
-    cuda = torch.cuda.is_available()
+    # NCCL needs one GPU per rank on this machine; otherwise gloo on the CPUs
+    cuda = torch.cuda.is_available() and torch.cuda.device_count() >= int(
+        os.environ.get("LOCAL_WORLD_SIZE", 1)
+    )
     dist.init_process_group("nccl" if cuda else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else None

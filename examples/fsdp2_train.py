@@ -11,7 +11,8 @@ each rank keeps and updates only its shard of them — nothing is gathered for t
 
 ``--save DIR`` writes each rank's shards with ``torch.distributed.checkpoint``; ``--resume DIR``
 reads them back at any world size (DCP reshards), also a checkpoint of
-``examples/ddp_train.py``. NCCL and one GPU per rank when CUDA is available, gloo on CPUs.
+``examples/ddp_train.py``. NCCL and one GPU per rank when there are enough GPUs, else gloo on
+CPUs.
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ def main() -> None:
     parser.add_argument("--resume", metavar="DIR", help="continue from a checkpoint")
     args = parser.parse_args()
 
-    cuda = torch.cuda.is_available()
+    # NCCL needs one GPU per rank on this machine; otherwise gloo on the CPUs
+    cuda = torch.cuda.is_available() and torch.cuda.device_count() >= int(
+        os.environ.get("LOCAL_WORLD_SIZE", 1)
+    )
     dist.init_process_group("nccl" if cuda else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else None
