@@ -20,8 +20,8 @@ demo: $(STAMP)
 	$(PY) -m adamupdate demo $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests bench docs
-	$(PY) -m ruff format --check src tests bench docs
+	$(PY) -m ruff check src tests bench docs examples
+	$(PY) -m ruff format --check src tests bench docs examples
 	$(PY) -m mypy
 	$(MAKE) --no-print-directory docs
 	$(PY) -m pytest --doctest-modules src/adamupdate tests
@@ -37,8 +37,8 @@ bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
 
 format: $(STAMP)
-	$(PY) -m ruff format src tests bench docs
-	$(PY) -m ruff check --fix src tests bench docs
+	$(PY) -m ruff format src tests bench docs examples
+	$(PY) -m ruff check --fix src tests bench docs examples
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis docs/_build

@@ -4,12 +4,14 @@ DDP keeps a full replica per rank and averages gradients; FSDP2 (``fully_shard``
 parameter and its gradient as DTensors, and each rank updates its own shard. Either way the
 result must equal one process training on both ranks' data with ``torch.optim.Adam`` driven to
 MATLAB's step (ε_torch = ε/√(1−β2^t)), an independent implementation.
+
+Checkpoints (:mod:`adamupdate.distributed`): a state saved with ``torch.distributed.checkpoint``
+at one world size and continued at another (1 → 2 and 2 → 1 ranks, plain/DDP and FSDP2) must
+continue bitwise as an uninterrupted run. The runs are described in tests/distributed_worker.py.
+ZeRO-1 is tested in test_distributed_zero.py, the examples in test_distributed_examples.py.
 """
 
 import math
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,40 +27,6 @@ import distributed_worker as worker  # noqa: E402
 
 WORLD = 2
 LR = 0.01
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(mode: str, out: Path) -> None:
-    port = free_port()
-    src = str(Path(__file__).parents[1] / "src")
-    procs = []
-    for rank in range(WORLD):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "WORLD_SIZE": str(WORLD),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
-            "OMP_NUM_THREADS": "1",
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, worker.__file__, mode, str(out)],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    for proc in procs:
-        output, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, output[-3000:]
 
 
 def single_process_reference():
@@ -87,7 +55,7 @@ def single_process_reference():
 @pytest.mark.parametrize("mode", ["ddp", "fsdp2"])
 def test_matches_single_process_training(mode, tmp_path):
     out = tmp_path / f"{mode}.pt"
-    launch(mode, out)
+    worker.launch(mode, out)
     result = torch.load(out)
     if mode == "fsdp2":
         assert result["kinds"] == ["DTensor"]  # the shards really were DTensors
@@ -97,3 +65,104 @@ def test_matches_single_process_training(mode, tmp_path):
         torch.testing.assert_close(result["params"][name].double(), params[name], rtol=0, atol=2e-6)
         torch.testing.assert_close(result["m"][name].double(), m[name], rtol=1e-4, atol=1e-7)
         torch.testing.assert_close(result["v"][name].double(), v[name], rtol=1e-4, atol=1e-9)
+
+
+# --- checkpoints at another world size ---------------------------------------------------------
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """The tensor's bit patterns: equal only when every element is the same float, sign of
+    zero and NaN payload included."""
+    return t.contiguous().view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def assert_bitwise(result: dict, reference: dict) -> None:
+    for part in ("params", "m", "v"):
+        assert result[part].keys() == reference[part].keys()
+        for name, want in reference[part].items():
+            got = result[part][name]
+            assert got.dtype == want.dtype and got.shape == want.shape, (part, name)
+            assert torch.equal(bits(got), bits(want)), (
+                f"{part}[{name!r}]: {(got != want).sum().item()} of {want.numel()} differ, "
+                f"by up to {(got - want).abs().max().item():.3g}"
+            )
+
+
+@pytest.fixture(scope="module")
+def resharded(tmp_path_factory):
+    """Three runs: world 1 (reference and checkpoint), world 2 (continue it, save another),
+    world 1 (continue that); see tests/distributed_worker.py."""
+    root = tmp_path_factory.mktemp("reshard")
+    worker.launch("reshard-first", root, world=1)
+    worker.launch("reshard-second", root, world=2)
+    worker.launch("reshard-third", root, world=1)
+    results = {}
+    for mode in ("reshard-first", "reshard-second", "reshard-third"):
+        results.update(torch.load(root / f"{mode}.pt"))
+    return results
+
+
+@pytest.mark.parametrize("kind", ["plain", "fsdp2"])
+@pytest.mark.parametrize("direction", ["1to2", "2to1"])
+def test_checkpoint_continues_bitwise_at_another_world_size(resharded, kind, direction):
+    result = resharded[f"{direction}-{kind}"]
+    assert result["iteration"] == worker.RESHARD_STEPS // 2
+    assert_bitwise(result, resharded[f"reference-{kind}"])
+
+
+@pytest.mark.parametrize("direction", ["1to2", "2to1"])
+def test_loaded_averages_are_placed_like_the_parameters(resharded, direction):
+    fsdp2 = resharded[f"{direction}-fsdp2"]["loaded"]
+    for name, (kind, placements) in fsdp2["params"].items():
+        assert kind == "DTensor" and placements == ("S(0)",)
+        assert fsdp2["avg_grad"][name] == fsdp2["avg_sq_grad"][name] == ("DTensor", placements)
+    plain = resharded[f"{direction}-plain"]["loaded"]
+    for name in plain["params"]:
+        assert plain["avg_grad"][name] == plain["avg_sq_grad"][name] == ("Tensor", ())
+
+
+# --- checkpoints in one process (no process group: DCP's no_dist mode) -------------------------
+
+
+def test_checkpoint_keeps_frozen_scalar_averages_factors_and_table_form(tmp_path):
+    from adamupdate import adamupdate, get_learn_rate_factor, gradients, set_learn_rate_factor
+    from adamupdate.distributed import load_checkpoint, save_checkpoint
+
+    net = worker.make_net()
+    set_learn_rate_factor(net, "0", "bias", 0.0)  # frozen: MATLAB's scalar-0 averages
+    set_learn_rate_factor(net, "2", "weight", 0.25)
+    x, y = worker.batch(0, 1)
+    grads = gradients(torch.nn.functional.mse_loss(net(x), y), net)  # a Learnables table
+    net, avg_grad, avg_sq_grad = adamupdate(net, grads, None, None, 1, 0.01)
+    assert avg_grad["Value"][1].shape == ()
+    save_checkpoint(tmp_path / "ck", net, avg_grad, avg_sq_grad, 1)
+
+    other = worker.make_net()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.zero_()
+    m, v, iteration = load_checkpoint(tmp_path / "ck", other)
+    assert iteration == 1
+    assert get_learn_rate_factor(other, "0", "bias") == 0.0
+    assert get_learn_rate_factor(other, "2", "weight") == 0.25
+    for (name, p), q in zip(net.named_parameters(), other.parameters()):
+        assert torch.equal(bits(p.detach()), bits(q.detach())), name
+    for row, name in enumerate(m):
+        assert torch.equal(bits(m[name]), bits(avg_grad["Value"][row])), name
+        assert torch.equal(bits(v[name]), bits(avg_sq_grad["Value"][row])), name
+    assert m["0.bias"].shape == () and m["0.weight"].shape == (16, 8)
+    assert list(m) == [name for name, _ in net.named_parameters()]
+
+
+def test_load_checkpoint_names_a_parameter_the_network_lacks(tmp_path):
+    from adamupdate import adamupdate
+    from adamupdate.distributed import load_checkpoint, save_checkpoint
+
+    net = torch.nn.Linear(2, 3)
+    grads = [torch.ones(3, 2), torch.ones(3)]  # a list: the averages come back as lists
+    net, m, v = adamupdate(net, grads, None, None, 1)
+    save_checkpoint(tmp_path / "ck", net, m, v, 1)
+    with pytest.raises(ValueError, match=r"avg_grad\['weight'\]: saved with shape \(3, 2\)"):
+        load_checkpoint(tmp_path / "ck", torch.nn.Linear(3, 2))
+    with pytest.raises(ValueError, match="network has no such parameter"):
+        load_checkpoint(tmp_path / "ck", torch.nn.Sequential(torch.nn.Linear(2, 3)))

@@ -1,0 +1,626 @@
+"""adamupdate at scale with ``torch.distributed``: checkpoints that reshard, and ZeRO-1 for DDP.
+
+The step is elementwise, so PyTorch's own engines need nothing from this module to train:
+under DDP every replica calls ``adamupdate(net, grads, avg_grad, avg_sq_grad, t)`` on its full
+copy, and under FSDP2 (``fully_shard``) the parameters, gradients and therefore the averages are
+DTensor shards that each rank updates where they are. This module adds the two things that do
+need the process group:
+
+- :func:`save_checkpoint` / :func:`load_checkpoint`: parameters, both averages, the iteration
+  and the learn-rate factors through ``torch.distributed.checkpoint`` (DCP), which writes each
+  rank's shards and reads them back at any other world size (2 ranks → 1, 1 → 2, DDP ↔ FSDP2).
+- :class:`ZeroAdamupdate`: ZeRO stage 1 for DDP users. Each rank keeps the averages of
+  1/world of the (flattened, concatenated) parameters, steps that slice with
+  :func:`adamupdate.adamupdate`, and all-gathers the parameters. The arithmetic per element is
+  the network form's, so the result is bitwise the same as unpartitioned DDP + ``adamupdate``.
+
+Both need ``torch`` (the ``torch`` extra); collectives run on the default process group unless a
+``process_group`` is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._api import adamupdate
+from ._extras import require
+from .network import learn_rate_factors, set_learn_rate_factors
+
+torch = require("torch", "torch", "adamupdate.distributed")
+dist = torch.distributed
+
+__all__ = ["ZeroAdamupdate", "load_checkpoint", "save_checkpoint"]
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+
+def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
+    """The network inside a ``DistributedDataParallel`` wrapper (FSDP2 wraps nothing)."""
+    return net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
+
+
+def _named(net: torch.nn.Module, state: Any, argument: str) -> dict[str, Any]:
+    """Averages as :func:`adamupdate.adamupdate` returned them, keyed by learnable name."""
+    if _is_table(state):
+        names = [
+            f"{layer}.{p}" if layer else p for layer, p in zip(state["Layer"], state["Parameter"])
+        ]
+        return dict(zip(names, state["Value"]))
+    if isinstance(state, Mapping):
+        return dict(state)
+    if isinstance(state, Sequence) and not isinstance(state, str):
+        names = list(learn_rate_factors(_unwrap(net)))
+        if len(names) != len(state):
+            raise ValueError(
+                f"{argument}: has {len(state)} entries, the network has {len(names)} learnables"
+            )
+        return dict(zip(names, state))
+    raise TypeError(
+        f"{argument}: expected the averages adamupdate(net, ...) returned (a dict keyed by "
+        f"parameter name, a list or a Learnables table), got {type(state).__name__}"
+    )
+
+
+def _is_table(obj: Any) -> bool:
+    return hasattr(obj, "columns") and {"Layer", "Parameter", "Value"} <= set(obj.columns)
+
+
+def save_checkpoint(
+    checkpoint_id: Any,
+    net: torch.nn.Module,
+    avg_grad: Any,
+    avg_sq_grad: Any,
+    iteration: int,
+    *,
+    process_group: Any = None,
+) -> None:
+    """Save a training state with ``torch.distributed.checkpoint`` (every rank calls it).
+
+    Parameters
+    ----------
+    checkpoint_id
+        A directory (or anything ``torch.distributed.checkpoint.save`` accepts as
+        ``checkpoint_id``).
+    net
+        The network ``adamupdate(net, ...)`` updates: plain, DDP-wrapped or ``fully_shard``-ed.
+    avg_grad, avg_sq_grad
+        The averages ``adamupdate(net, ...)`` returned (dicts keyed by parameter name, lists or
+        Learnables tables). Under FSDP2 they are DTensor shards and each rank writes its own.
+    iteration
+        The iteration of the last step taken; continue with ``iteration + 1``.
+    process_group
+        For DCP's collectives (default: the default group; none is needed in one process).
+
+    The checkpoint holds the model's state dict (``get_model_state_dict``: wrapper prefixes
+    removed, so any wrapping can load it), the two averages keyed by parameter name, the
+    iteration and the learn-rate factors (:func:`adamupdate.learn_rate_factors`).
+    """
+    from torch.distributed import checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    state = {
+        "model": get_model_state_dict(net),
+        "avg_grad": _named(net, avg_grad, "avg_grad"),
+        "avg_sq_grad": _named(net, avg_sq_grad, "avg_sq_grad"),
+        "iteration": torch.tensor(int(iteration), dtype=torch.int64),
+        # a list of pairs, not a dict: DCP stores it as one object instead of one per name
+        "learn_rate_factors": [[name, f] for name, f in learn_rate_factors(_unwrap(net)).items()],
+    }
+    with _single_process_is_intended():
+        dcp.save(state, checkpoint_id=checkpoint_id, process_group=process_group, **_no_dist())
+
+
+def load_checkpoint(
+    checkpoint_id: Any, net: torch.nn.Module, *, process_group: Any = None
+) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """Load a state saved by :func:`save_checkpoint`, at this run's world size and sharding.
+
+    ``net`` is set up as this run trains it (plain, DDP, ``fully_shard``); its parameters and
+    learn-rate factors are overwritten with the checkpoint's, and the averages come back shaped
+    like the parameters: DTensors with each parameter's placement under FSDP2, plain tensors
+    otherwise. DCP reads whichever parts of the saved shards each rank needs, so the saving run
+    may have had another world size or sharding.
+
+    Returns
+    -------
+    avg_grad, avg_sq_grad, iteration
+        Averages keyed by parameter name, to pass to ``adamupdate(net, grads, avg_grad,
+        avg_sq_grad, iteration + 1)``, and the saved iteration.
+    """
+    from torch.distributed import checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        set_model_state_dict,
+    )
+
+    metadata = _read_metadata(checkpoint_id)
+    params = dict(_unwrap(net).named_parameters())
+    state = {
+        "model": get_model_state_dict(net),
+        "avg_grad": _average_templates(metadata, "avg_grad", params),
+        "avg_sq_grad": _average_templates(metadata, "avg_sq_grad", params),
+        "iteration": torch.zeros((), dtype=torch.int64),
+        "learn_rate_factors": [],
+    }
+    with _single_process_is_intended():
+        dcp.load(state, checkpoint_id=checkpoint_id, process_group=process_group, **_no_dist())
+    set_model_state_dict(net, state["model"])
+    set_learn_rate_factors(_unwrap(net), dict(state["learn_rate_factors"]))
+    return state["avg_grad"], state["avg_sq_grad"], int(state["iteration"])
+
+
+def _no_dist() -> dict[str, bool]:
+    """One process without a process group: DCP's ``no_dist`` mode."""
+    return {} if dist.is_available() and dist.is_initialized() else {"no_dist": True}
+
+
+@contextlib.contextmanager
+def _single_process_is_intended() -> Iterator[None]:
+    """DCP warns that it *assumes* a single process whenever no process group is initialized,
+    even when told ``no_dist=True``; here one process is a supported use, not a guess."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is .*single process")
+        yield
+
+
+def _read_metadata(checkpoint_id: Any) -> Any:
+    from torch.distributed.checkpoint import FileSystemReader
+
+    return FileSystemReader(checkpoint_id).read_metadata().state_dict_metadata
+
+
+def _average_templates(metadata: Mapping[str, Any], key: str, params: Mapping) -> dict:
+    """Buffers DCP loads the saved averages into, in learnable order: zeros shaped, placed and
+    sharded like each parameter (a frozen parameter's average may be MATLAB's scalar 0), of
+    the saved dtype."""
+    prefix = key + "."
+    saved = {fqn[len(prefix) :]: entry for fqn, entry in metadata.items() if fqn.startswith(prefix)}
+    unknown = [name for name in saved if name not in params]
+    if unknown:
+        raise ValueError(
+            f"{key}[{unknown[0]!r}]: the checkpoint has it, the network has no such parameter"
+        )
+    templates = {}
+    for name, p in params.items():
+        entry = saved.get(name)
+        if entry is None:
+            continue  # not a learnable when saved (requires_grad=False)
+        dtype = entry.properties.dtype
+        if tuple(entry.size) == tuple(p.shape):
+            templates[name] = torch.zeros_like(p, dtype=dtype, requires_grad=False)
+        elif tuple(entry.size) == ():
+            templates[name] = torch.zeros((), dtype=dtype, device=_local(p).device)
+        else:
+            raise ValueError(
+                f"{key}[{name!r}]: saved with shape {tuple(entry.size)}, the parameter has "
+                f"{tuple(p.shape)}"
+            )
+    return templates
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor gathered (a collective: every rank calls it), a plain tensor as it is."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+# --- ZeRO stage 1 ------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Bucket:
+    """The learnables of one (device, dtype), flattened and concatenated in learnable order.
+
+    ``flat`` holds every parameter (they are views of it) padded to ``chunk * world``; this
+    rank owns ``flat[lo:hi]`` (``hi - lo <= chunk``; the padding is nobody's) and keeps the
+    averages of that slice only, ``avg_grad[i]`` being the average of ``flat[lo + i]``.
+    """
+
+    indices: list[int]  # positions in the learnable list
+    offsets: list[int]  # start of each parameter in flat
+    flat: torch.Tensor
+    chunk: int
+    lo: int
+    hi: int
+    grad: torch.Tensor  # this rank's slice of the gradients, refilled every step
+    avg_grad: torch.Tensor
+    avg_sq_grad: torch.Tensor
+    fresh: bool = True  # no step yet: MATLAB's empty averages
+    runs: list[tuple[float, int, int]] = field(default_factory=list)  # (factor, lo, hi) in flat
+    carried: dict[float, tuple] = field(default_factory=dict)  # factor -> last outputs
+
+    @property
+    def size(self) -> int:
+        return self.offsets[-1] if self.offsets else 0
+
+
+class ZeroAdamupdate:
+    """ZeRO stage 1 for DDP: the averages partitioned across ranks, MATLAB's step unchanged.
+
+    Every rank keeps the averages of 1/world of the learnables only: the learnables of each
+    (device, dtype) are flattened and concatenated, in ``named_parameters()`` order, into one
+    buffer that the parameters become views of, and rank ``k`` owns the ``k``-th of ``world``
+    equal slices of it. :meth:`step` copies this rank's slice of the (DDP-averaged) gradients,
+    updates that slice with :func:`adamupdate.adamupdate` (``inplace=True``, one call per
+    learn-rate factor; from the third step on each call reuses its remembered plan) and
+    all-gathers the parameters, so every replica holds the whole updated network again.
+
+    Each element goes through the same operations as in ``adamupdate(net, ...)`` on the full
+    network, so the parameters and averages are bitwise those of unpartitioned DDP (checked by
+    ``tests/test_distributed_zero.py``); only the averages' memory is divided by ``world``.
+
+    Parameters
+    ----------
+    net
+        The network (plain or DDP-wrapped; DDP is not needed: the gradients may be averaged any
+        way). Its learnables' ``.data`` become views of the flat buffers, as with
+        ``torch.distributed.optim.ZeroRedundancyOptimizer(parameters_as_bucket_view=True)``;
+        their values and shapes are unchanged (a channels-last parameter becomes contiguous).
+        Construct this object after any ``.to(device)`` and do not replace parameters later.
+    process_group
+        The ranks that share the averages (default: the default group; without an initialized
+        process group the world is this one process).
+    state_dtype
+        As in :func:`adamupdate.adamupdate` (default: the gradient's dtype, float32 for
+        float16/bfloat16 parameters).
+
+    Examples
+    --------
+    Every rank runs (under ``torchrun``)::
+
+        model = DistributedDataParallel(net)
+        zero = ZeroAdamupdate(net)
+        for t in range(1, steps + 1):
+            loss_fn(model(x), y).backward()
+            zero.step(None, t, learn_rate)   # None: the gradients in each p.grad
+            net.zero_grad(set_to_none=True)
+
+    In one process (world size 1) it is plain ``adamupdate``:
+
+    >>> import torch
+    >>> from adamupdate.distributed import ZeroAdamupdate
+    >>> net = torch.nn.Linear(3, 2)
+    >>> zero = ZeroAdamupdate(net)
+    >>> grads = {name: torch.ones_like(p) for name, p in net.named_parameters()}
+    >>> _ = zero.step(grads, 1, 0.1)
+    >>> zero.state_bytes, zero.unpartitioned_state_bytes  # 8 float32 values, two averages each
+    (64, 64)
+    """
+
+    def __init__(
+        self, net: torch.nn.Module, *, process_group: Any = None, state_dtype: Any = None
+    ) -> None:
+        self.net = _unwrap(net)
+        self.process_group = process_group
+        self.state_dtype = state_dtype
+        if dist.is_available() and dist.is_initialized():
+            self.rank = dist.get_rank(process_group)
+            self.world = dist.get_world_size(process_group)
+        else:
+            self.rank, self.world = 0, 1
+        self._factors = learn_rate_factors(self.net)
+        self.names = list(self._factors)
+        params = dict(self.net.named_parameters())
+        self.params = [params[name] for name in self.names]
+        self._buckets = self._make_buckets()
+        self._addresses = [p.data_ptr() for p in self.params]
+
+    # -- layout --------------------------------------------------------------------------------
+
+    def _make_buckets(self) -> list[_Bucket]:
+        groups: dict[tuple, list[int]] = {}
+        for i, p in enumerate(self.params):
+            if hasattr(p, "to_local"):
+                raise TypeError(
+                    f"{self.names[i]}: is a DTensor; FSDP2 already shards the averages "
+                    "(call adamupdate(net, ...) directly)"
+                )
+            groups.setdefault((p.device, p.dtype), []).append(i)
+        return [self._bucket(indices) for indices in groups.values()]
+
+    def _bucket(self, indices: list[int]) -> _Bucket:
+        params = [self.params[i] for i in indices]
+        offsets = [0]
+        for p in params:
+            offsets.append(offsets[-1] + p.numel())
+        size = offsets[-1]
+        chunk = max(1, math.ceil(size / self.world))
+        lo = min(self.rank * chunk, size)
+        hi = min(lo + chunk, size)
+        first = params[0]
+        flat = torch.zeros(chunk * self.world, dtype=first.dtype, device=first.device)
+        with torch.no_grad():
+            for p, start in zip(params, offsets):
+                view = flat[start : start + p.numel()].view(p.shape)
+                view.copy_(p.detach())
+                p.data = view
+        m_dtype, v_dtype = self._state_dtypes(first)
+        return _Bucket(
+            indices=indices,
+            offsets=offsets,
+            flat=flat,
+            chunk=chunk,
+            lo=lo,
+            hi=hi,
+            grad=torch.empty(hi - lo, dtype=first.dtype, device=first.device),
+            avg_grad=torch.zeros(hi - lo, dtype=m_dtype, device=first.device),
+            avg_sq_grad=torch.zeros(hi - lo, dtype=v_dtype, device=first.device),
+        )
+
+    def _state_dtypes(self, p: torch.Tensor) -> tuple[torch.dtype, torch.dtype]:
+        """The averages' dtypes adamupdate gives this parameter dtype (asked of adamupdate
+        itself, on an empty tensor, so that the rule lives in one place)."""
+        empty = torch.empty(0, dtype=p.dtype, device=p.device)
+        _, m, v = adamupdate(empty, empty, None, None, 1, state_dtype=self.state_dtype)
+        return m.dtype, v.dtype
+
+    def _runs(self, bucket: _Bucket) -> list[tuple[float, int, int]]:
+        """This rank's slice cut where the learn-rate factor changes: (factor, lo, hi)."""
+        runs: list[tuple[float, int, int]] = []
+        for j, i in enumerate(bucket.indices):
+            a = max(bucket.offsets[j], bucket.lo)
+            b = min(bucket.offsets[j + 1], bucket.hi)
+            if a >= b:
+                continue
+            factor = self._factors[self.names[i]]
+            if runs and runs[-1][0] == factor and runs[-1][2] == a:
+                runs[-1] = (factor, runs[-1][1], b)
+            else:
+                runs.append((factor, a, b))
+        return runs or [(1.0, bucket.lo, bucket.lo)]  # an empty slice still checks arguments
+
+    # -- the step ------------------------------------------------------------------------------
+
+    def step(
+        self,
+        grads: Any,
+        iteration: int,
+        learn_rate: float = 0.001,
+        grad_decay: float = 0.9,
+        sq_grad_decay: float = 0.999,
+        epsilon: float = 1e-8,
+    ) -> torch.nn.Module:
+        """One Adam step of the whole network, as ``adamupdate(net, grads, ..., iteration, ...)``.
+
+        ``grads``: a dict keyed by parameter name, a list in learnable order, a Learnables
+        table, or ``None`` for each learnable's ``.grad`` (a missing gradient counts as zeros,
+        as in MATLAB). Every rank must call it with the same arguments. Returns the network.
+        """
+        factors = learn_rate_factors(self.net)
+        if list(factors) != self.names:
+            raise ValueError(
+                "the network's learnables changed (parameters added, removed or "
+                "requires_grad switched) since this ZeroAdamupdate was made; make a new one"
+            )
+        self._check_parameters()
+        grad_list = self._grad_list(grads)
+        if factors != self._factors:
+            self._factors = factors
+            for bucket in self._buckets:
+                bucket.runs, bucket.carried = [], {}
+        for bucket in self._buckets:
+            self._step_bucket(
+                bucket, grad_list, iteration, learn_rate, grad_decay, sq_grad_decay, epsilon
+            )
+        if self.world > 1:
+            gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+            for bucket in self._buckets:
+                start = self.rank * bucket.chunk
+                gather(
+                    bucket.flat, bucket.flat[start : start + bucket.chunk], group=self.process_group
+                )
+        return self.net
+
+    def _check_parameters(self) -> None:
+        """The learnables are still the objects made views of the flat buffers, and still
+        those views (``.to(device)`` or a ``.data =`` swap would detach one)."""
+        current = dict(self.net.named_parameters())
+        for name, p, address in zip(self.names, self.params, self._addresses):
+            if current.get(name) is not p or p.data_ptr() != address:
+                raise ValueError(
+                    f"{name}: the parameter was replaced or moved since this ZeroAdamupdate "
+                    "was made (it is no longer a view of its buffer); make a new one"
+                )
+
+    def _grad_list(self, grads: Any) -> list[Any]:
+        """The gradients in learnable order, every one checked on every rank (so that a bad
+        one raises everywhere, not only on the rank whose slice it falls in)."""
+        if grads is None:
+            grad_list = [p.grad for p in self.params]
+        elif _is_table(grads) or isinstance(grads, Mapping):
+            named = _named(self.net, grads, "grad")
+            missing = [name for name in self.names if name not in named]
+            if missing:
+                raise ValueError(f"grad: no entry for learnable {missing[0]!r}")
+            grad_list = [named[name] for name in self.names]
+        elif isinstance(grads, Sequence) and len(grads) == len(self.names):
+            grad_list = list(grads)
+        else:
+            raise TypeError(
+                "grad: expected a dict keyed by parameter name, a list in learnable order, a "
+                "Learnables table or None (each parameter's .grad)"
+            )
+        for name, p, g in zip(self.names, self.params, grad_list):
+            if g is None:
+                continue
+            if not isinstance(g, torch.Tensor):
+                raise TypeError(f"grad[{name!r}]: is a {type(g).__name__}, not a tensor")
+            if g.shape != p.shape:
+                raise ValueError(
+                    f"grad[{name!r}]: shape {tuple(g.shape)} does not match params {tuple(p.shape)}"
+                )
+            if g.dtype != p.dtype or g.device != p.device:
+                raise TypeError(
+                    f"grad[{name!r}]: {g.dtype} on {g.device} does not match params "
+                    f"{p.dtype} on {p.device}"
+                )
+        return grad_list
+
+    def _step_bucket(self, bucket: _Bucket, grads, iteration, *hyper) -> None:
+        learn_rate, grad_decay, sq_grad_decay, epsilon = hyper
+        self._fill_grad(bucket, grads)
+        if not bucket.runs:
+            bucket.runs = self._runs(bucket)
+        by_factor: dict[float, list[tuple[int, int]]] = {}
+        for factor, a, b in bucket.runs:
+            by_factor.setdefault(factor, []).append((a - bucket.lo, b - bucket.lo))
+        fresh = bucket.fresh
+        for factor, spans in by_factor.items():
+            if factor == 0.0:
+                continue  # frozen: MATLAB leaves the parameters and both averages as they are
+            carried = bucket.carried.get(factor)
+            if carried is None:
+                p = [bucket.flat[bucket.lo + a : bucket.lo + b] for a, b in spans]
+                m = None if fresh else [bucket.avg_grad[a:b] for a, b in spans]
+                v = None if fresh else [bucket.avg_sq_grad[a:b] for a, b in spans]
+            else:
+                p, m, v = carried
+            g = [bucket.grad[a:b] for a, b in spans]
+            p, m, v = adamupdate(
+                p,
+                g,
+                m,
+                v,
+                iteration,
+                learn_rate * factor,
+                grad_decay,
+                sq_grad_decay,
+                epsilon,
+                inplace=True,
+                state_dtype=self.state_dtype,
+            )
+            if fresh:  # the first step's averages are new tensors: keep them in the buffers
+                for (a, b), mi, vi in zip(spans, m, v):
+                    bucket.avg_grad[a:b].copy_(mi)
+                    bucket.avg_sq_grad[a:b].copy_(vi)
+            else:
+                bucket.carried[factor] = (p, m, v)
+        bucket.fresh = False
+
+    def _fill_grad(self, bucket: _Bucket, grads: list[Any]) -> None:
+        with torch.no_grad():
+            for j, i in enumerate(bucket.indices):
+                start, end = bucket.offsets[j], bucket.offsets[j + 1]
+                a, b = max(start, bucket.lo), min(end, bucket.hi)
+                if a >= b:
+                    continue
+                target = bucket.grad[a - bucket.lo : b - bucket.lo]
+                g = grads[i]
+                if g is None:
+                    target.zero_()
+                    continue
+                target.copy_(g.detach().reshape(-1)[a - start : b - start])
+
+    # -- memory and state ----------------------------------------------------------------------
+
+    @property
+    def state_bytes(self) -> int:
+        """Bytes of averages this rank holds."""
+        return sum(b.avg_grad.nbytes + b.avg_sq_grad.nbytes for b in self._buckets)
+
+    @property
+    def unpartitioned_state_bytes(self) -> int:
+        """Bytes of averages each rank would hold without partitioning."""
+        return sum(
+            b.size * (b.avg_grad.element_size() + b.avg_sq_grad.element_size())
+            for b in self._buckets
+        )
+
+    def averages(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Both averages of every learnable, gathered from all ranks (every rank must call it):
+        dicts keyed by parameter name, as ``adamupdate(net, ...)`` returns them."""
+        avg_grad: dict[str, torch.Tensor] = {}
+        avg_sq_grad: dict[str, torch.Tensor] = {}
+        for bucket in self._buckets:
+            for out, local in ((avg_grad, bucket.avg_grad), (avg_sq_grad, bucket.avg_sq_grad)):
+                full = self._gather(bucket, local)
+                for j, i in enumerate(bucket.indices):
+                    start, end = bucket.offsets[j], bucket.offsets[j + 1]
+                    out[self.names[i]] = full[start:end].view(self.params[i].shape).clone()
+        return avg_grad, avg_sq_grad
+
+    def _gather(self, bucket: _Bucket, local: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return local
+        padded = torch.zeros(bucket.chunk, dtype=local.dtype, device=local.device)
+        padded[: local.numel()] = local
+        full = torch.empty(bucket.chunk * self.world, dtype=local.dtype, device=local.device)
+        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+        gather(full, padded, group=self.process_group)
+        return full
+
+    def load_averages(self, avg_grad: Any, avg_sq_grad: Any) -> None:
+        """Take this rank's slice of full averages keyed by parameter name, such as
+        :func:`load_checkpoint` or ``adamupdate(net, ...)`` return (a frozen parameter's may be
+        MATLAB's scalar 0): a run can switch between ZeRO and unpartitioned training."""
+        named = (
+            _named(self.net, avg_grad, "avg_grad"),
+            _named(self.net, avg_sq_grad, "avg_sq_grad"),
+        )
+        with torch.no_grad():
+            for bucket in self._buckets:
+                for j, i in enumerate(bucket.indices):
+                    start, end = bucket.offsets[j], bucket.offsets[j + 1]
+                    a, b = max(start, bucket.lo), min(end, bucket.hi)
+                    if a >= b:
+                        continue
+                    shape = self.params[i].shape
+                    for source, target in zip(named, (bucket.avg_grad, bucket.avg_sq_grad)):
+                        value = _full(source[self.names[i]]).detach()
+                        value = value.expand(shape) if value.dim() == 0 else value
+                        flat = value.reshape(-1)[a - start : b - start]
+                        target[a - bucket.lo : b - bucket.lo].copy_(flat)
+                bucket.fresh = False
+                bucket.carried = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The partitioned averages, for ``torch.distributed.checkpoint``: ``{"avg_grad":
+        {bucket: t}, "avg_sq_grad": {bucket: t}, "fresh": bool}``, each ``t`` this rank's slice
+        as a DTensor sharded along the bucket's length (a plain tensor in one process), so
+        that DCP can load it at another world size (see :meth:`load_state_dict`). The
+        tensors are this object's own buffers: loading into them restores the state."""
+        state: dict[str, Any] = {"avg_grad": {}, "avg_sq_grad": {}}
+        for bucket in self._buckets:
+            key = self._bucket_key(bucket)
+            state["avg_grad"][key] = self._sharded(bucket, bucket.avg_grad)
+            state["avg_sq_grad"][key] = self._sharded(bucket, bucket.avg_sq_grad)
+        state["fresh"] = torch.tensor(all(b.fresh for b in self._buckets))
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore averages from :meth:`state_dict`'s form (e.g. filled by ``dcp.load``,
+        possibly saved at another world size)."""
+        for bucket in self._buckets:
+            key = self._bucket_key(bucket)
+            for target, source in (
+                (bucket.avg_grad, state["avg_grad"][key]),
+                (bucket.avg_sq_grad, state["avg_sq_grad"][key]),
+            ):
+                local = source.to_local() if hasattr(source, "to_local") else source
+                if local.data_ptr() != target.data_ptr():
+                    target.copy_(local)
+            bucket.fresh = bool(state["fresh"])
+            bucket.carried = {}
+
+    def _bucket_key(self, bucket: _Bucket) -> str:
+        return f"{bucket.flat.device.type}-{str(bucket.flat.dtype).removeprefix('torch.')}"
+
+    def _sharded(self, bucket: _Bucket, local: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return local
+        from torch.distributed.device_mesh import DeviceMesh
+        from torch.distributed.tensor import DTensor, Shard
+
+        mesh = DeviceMesh.from_group(self.process_group or dist.group.WORLD, local.device.type)
+        return DTensor.from_local(
+            local, mesh, [Shard(0)], run_check=False, shape=torch.Size([bucket.size]), stride=(1,)
+        )
