@@ -10,23 +10,12 @@ in seconds.
 Contenders (every one steps its own copy; parameters and gradients are DTensor shards):
 
 - ``ours: adamupdate(net)``: the network form, ``net, m, v = adamupdate(net, grads, m, v, t)``,
-  as the examples train. Today DTensors take PyTorch's fused kernel through DTensor dispatch.
-- ``ours: adamupdate(list, inplace)``: the functional form on the list of DTensor parameters,
-  the same kernel without the network's bookkeeping.
+  as the examples train. The engine steps each DTensor's local shard (the numba kernel on the
+  CPU, PyTorch's fused kernel on CUDA), with no DTensor dispatch.
+- ``ours: adamupdate(list, inplace)``: the functional form on the list of DTensor parameters.
 - ``torch Adam fused`` / ``torch Adam foreach``: ``torch.optim.Adam(fused=True / foreach=True)``
-  on the same sharded parameters (also through DTensor dispatch).
-- ``prototype: plan kept``: the network form with the remembered plan accepted for DTensor
-  gradients (see :func:`_plan_kept`); today every DTensor step is planned from scratch, because
-  a remembered plan requires plain-tensor gradients even on the fused route.
-- ``prototype: local numba``: what a shard-local route in the engine would do — adamupdate's
-  functional form on each DTensor's local shard (``to_local()``, plain CPU tensors), so the
-  numba kernel runs on raw shard memory with no DTensor dispatch. Parameter shards are looked
-  up once (a plan would keep them), gradient shards every step.
-- ``prototype: local fused``: ``torch._fused_adam_`` on the local shards, i.e. the engine's
-  fused route minus DTensor dispatch (what a shard-local route would do on CUDA).
-
-DTensor dispatch is known to cost PyTorch's optimizers a lot (pytorch/pytorch#134191); the two
-prototypes measure what stepping the local shards directly would save.
+  on the same sharded parameters, through DTensor dispatch, which is known to cost PyTorch's
+  optimizers a lot (pytorch/pytorch#134191).
 """
 
 from __future__ import annotations
@@ -66,9 +55,6 @@ CONTENDERS = (
     "ours: adamupdate(list, inplace)",
     "torch Adam fused",
     "torch Adam foreach",
-    "prototype: plan kept",
-    "prototype: local numba",
-    "prototype: local fused",
 )
 
 
@@ -77,34 +63,6 @@ def make_net(layers: list[tuple[int, int]]) -> Any:
 
     torch.manual_seed(0)
     return torch.nn.Sequential(*(torch.nn.Linear(i, o) for i, o in layers))
-
-
-def _plan_kept(step: Callable[[int], None]) -> Callable[[int], None]:
-    """``step`` with the torch backend's remembered-plan check accepting tensor subclasses on
-    the fused and foreach routes (only the numba route walks raw memory and needs plain
-    tensors). The engine's own check is restored after each call."""
-    from adamupdate.backends import torch_backend
-
-    original = torch_backend.Group._fits
-
-    def fits(self: Any, params: Any, grads: Any, avg_grads: Any, avg_sq_grads: Any) -> bool:
-        if self.route == "numba":
-            return original(self, params, grads, avg_grads, avg_sq_grads)
-        return (
-            [p.shape for p in params] == self._shapes
-            and self._forms(grads) == self._grad_forms
-            and all(type(g) is type(p.data) for g, p in zip(grads, params))
-            and all(g.placements == p.placements for g, p in zip(grads, params))
-        )
-
-    def patched(t: int) -> None:
-        torch_backend.Group._fits = fits
-        try:
-            step(t)
-        finally:
-            torch_backend.Group._fits = original
-
-    return patched
 
 
 def _contender(name: str, net: Any) -> Callable[[int], None]:
@@ -117,13 +75,13 @@ def _contender(name: str, net: Any) -> Callable[[int], None]:
     names = [n for n, _ in net.named_parameters()]
     state: dict[str, Any] = {"m": None, "v": None}
 
-    if name in ("ours: adamupdate(net)", "prototype: plan kept"):
+    if name == "ours: adamupdate(net)":
 
         def step(t: int) -> None:
             grads = {n: p.grad for n, p in zip(names, params)}
             _, state["m"], state["v"] = adamupdate(net, grads, state["m"], state["v"], t, LR)
 
-        return step if name.startswith("ours") else _plan_kept(step)
+        return step
     if name == "ours: adamupdate(list, inplace)":
         state["p"] = params
 
@@ -138,38 +96,6 @@ def _contender(name: str, net: Any) -> Callable[[int], None]:
         flag = "fused" if name.endswith("fused") else "foreach"
         optimizer = torch.optim.Adam(params, lr=LR, **{flag: True})
         return lambda t: optimizer.step()
-    with torch.no_grad():
-        local_params = [p.to_local() for p in params]
-    if name == "prototype: local numba":
-        state["p"] = local_params
-
-        def step(t: int) -> None:
-            with torch.no_grad():
-                grads = [p.grad.to_local() for p in params]
-            state["p"], state["m"], state["v"] = adamupdate(
-                state["p"], grads, state["m"], state["v"], t, LR, inplace=True
-            )
-
-        return step
-    if name == "prototype: local fused":
-        from adamupdate._algorithm import torch_equivalent_epsilon
-
-        m = [torch.zeros_like(p) for p in local_params]
-        v = [torch.zeros_like(p) for p in local_params]
-        steps = torch.zeros((), dtype=torch.float32)
-
-        def step(t: int) -> None:
-            with torch.no_grad():
-                grads = [p.grad.to_local() for p in params]
-                steps.fill_(t)
-                torch._fused_adam_(
-                    local_params, grads, m, v, [], [steps] * len(m),
-                    amsgrad=False, lr=LR, beta1=0.9, beta2=0.999, weight_decay=0.0,
-                    eps=torch_equivalent_epsilon(1e-8, 0.999, t), maximize=False,
-                    grad_scale=None, found_inf=None,
-                )  # fmt: skip
-
-        return step
     raise ValueError(name)
 
 

@@ -121,13 +121,8 @@ def test_sharded_steps_equal_unsharded_steps_bitwise(report):
     assert report["bitwise"] and all(report["bitwise"].values()), report["bitwise"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: the averages' plan-carrying dict (adamupdate._tree._OwnedDict) is not a "
-    "registered JAX pytree, so it cannot leave (or enter) jax.jit; until it is, return "
-    "dict(avg_grad), dict(avg_sq_grad) from a jitted step",
-)
 def test_returned_dicts_are_pytrees(report):
+    """The averages' plan-carrying dicts are JAX pytrees: they leave (and enter) jax.jit."""
     assert report["dicts_out_of_jit"] == "ok", report["dicts_out_of_jit"]
 
 

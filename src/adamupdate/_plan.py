@@ -351,6 +351,8 @@ def attach(container: Any, plan: Plan) -> Any:
     """``container`` (a rebuilt average) carrying ``plan``: a plain dict, list or tuple becomes
     its owned twin, a table gets the plan as an attribute; anything else (a bare array, a
     namedtuple, a dict subclass) is returned as it is and simply carries no plan."""
+    if "jax" in sys.modules:
+        _tree.register_with_jax()
     owned = _tree.OWNED.get(type(container))
     if owned is not None:
         container = owned(container)

@@ -100,6 +100,23 @@ OWNED: dict[type, type] = {dict: _OwnedDict, list: _OwnedList, tuple: _OwnedTupl
 PLAIN: dict[type, type] = {owned: plain for plain, owned in OWNED.items()}
 
 
+_registered_with_jax = False
+
+
+def register_with_jax() -> None:
+    """Make the owned containers JAX pytrees (once, when JAX is loaded), so averages can enter
+    and leave ``jax.jit``: they flatten as their plain types do and come back plain."""
+    global _registered_with_jax
+    jax = sys.modules.get("jax")
+    if _registered_with_jax or jax is None:
+        return
+    register = jax.tree_util.register_pytree_node
+    register(_OwnedDict, lambda d: (list(d.values()), tuple(d)), lambda k, v: dict(zip(k, v)))
+    register(_OwnedList, lambda x: (list(x), None), lambda _, v: list(v))
+    register(_OwnedTuple, lambda x: (list(x), None), lambda _, v: tuple(v))
+    _registered_with_jax = True
+
+
 def _plain(cls: type) -> type:
     """The container type a user sees: an owned twin counts as its plain type."""
     return PLAIN.get(cls, cls)

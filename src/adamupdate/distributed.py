@@ -25,13 +25,16 @@ import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._api import adamupdate
 from ._extras import require
 from .network import learn_rate_factors, set_learn_rate_factors
 
-torch = require("torch", "torch", "adamupdate.distributed")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require("torch", "torch", "adamupdate.distributed")
 dist = torch.distributed
 
 __all__ = ["ZeroAdamupdate", "load_checkpoint", "save_checkpoint"]
@@ -104,7 +107,7 @@ def save_checkpoint(
     from torch.distributed import checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-    state = {
+    state: dict[str, Any] = {
         "model": get_model_state_dict(net),
         "avg_grad": _named(net, avg_grad, "avg_grad"),
         "avg_sq_grad": _named(net, avg_sq_grad, "avg_sq_grad"),
@@ -141,7 +144,7 @@ def load_checkpoint(
 
     metadata = _read_metadata(checkpoint_id)
     params = dict(_unwrap(net).named_parameters())
-    state = {
+    state: dict[str, Any] = {
         "model": get_model_state_dict(net),
         "avg_grad": _average_templates(metadata, "avg_grad", params),
         "avg_sq_grad": _average_templates(metadata, "avg_sq_grad", params),
@@ -425,7 +428,7 @@ class ZeroAdamupdate:
         those views (``.to(device)`` or a ``.data =`` swap would detach one)."""
         current = dict(self.net.named_parameters())
         for name, p, address in zip(self.names, self.params, self._addresses):
-            if current.get(name) is not p or p.data_ptr() != address:
+            if current.get(name) is not p or p is None or p.data_ptr() != address:
                 raise ValueError(
                     f"{name}: the parameter was replaced or moved since this ZeroAdamupdate "
                     "was made (it is no longer a view of its buffer); make a new one"
@@ -465,7 +468,7 @@ class ZeroAdamupdate:
                 )
         return grad_list
 
-    def _step_bucket(self, bucket: _Bucket, grads, iteration, *hyper) -> None:
+    def _step_bucket(self, bucket: _Bucket, grads: Any, iteration: int, *hyper: float) -> None:
         learn_rate, grad_decay, sq_grad_decay, epsilon = hyper
         self._fill_grad(bucket, grads)
         if not bucket.runs:
@@ -620,7 +623,9 @@ class ZeroAdamupdate:
         from torch.distributed.device_mesh import DeviceMesh
         from torch.distributed.tensor import DTensor, Shard
 
-        mesh = DeviceMesh.from_group(self.process_group or dist.group.WORLD, local.device.type)
+        group = self.process_group or dist.group.WORLD
+        assert group is not None, "a process group exists when the world has several ranks"
+        mesh = DeviceMesh.from_group(group, local.device.type)
         return DTensor.from_local(
             local, mesh, [Shard(0)], run_check=False, shape=torch.Size([bucket.size]), stride=(1,)
         )

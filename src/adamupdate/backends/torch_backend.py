@@ -25,6 +25,7 @@ refuses a stale ``backward()``.
 from __future__ import annotations
 
 import operator
+import sys
 from typing import Any
 
 import numpy as np
@@ -188,6 +189,60 @@ def _route(rule: Rule, param: torch.Tensor, state_dtypes: tuple[torch.dtype, ...
     return "foreach"
 
 
+def _dtensor_type() -> Any:
+    """DTensor's class, when torch.distributed's tensor package is already loaded."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return getattr(module, "DTensor", None)
+
+
+def _shardable(x: torch.Tensor) -> bool:
+    """A DTensor whose local tensor holds this rank's elements as they are: sharded or
+    replicated, not a partial sum waiting for a reduction."""
+    dtensor = _dtensor_type()
+    if dtensor is None or not isinstance(x, dtensor):
+        return False
+    return not any(placement.is_partial() for placement in x.placements)
+
+
+def _locals_of(tensors: list, like: list | None = None) -> list:
+    """The local shards of DTensors, each laid out as its parameter's (same mesh and
+    placements — anything else would pair elements of different shards)."""
+    dtensor = _dtensor_type()
+    shards = []
+    for i, t in enumerate(tensors):
+        if like is not None and isinstance(t, dtensor):
+            p = like[i]
+            if t.placements != p.placements or t.device_mesh != p.device_mesh:
+                raise ValueError(
+                    f"a DTensor sharded as {t.placements} on {t.device_mesh} for a parameter "
+                    f"sharded as {p.placements} on {p.device_mesh}; shard it as the parameter"
+                )
+        shards.append(t._local_tensor if isinstance(t, dtensor) else t)
+    return shards
+
+
+def _sharded(locals_: list, params: list, originals: list) -> list:
+    """Local results as DTensors: the caller's own where the result was written into its
+    shard, new ones placed like the parameter otherwise."""
+    dtensor = _dtensor_type()
+    out = []
+    for local, p, original in zip(locals_, params, originals):
+        if isinstance(original, dtensor) and original._local_tensor is local:
+            out.append(original)
+        else:
+            out.append(
+                dtensor.from_local(
+                    local,
+                    p.device_mesh,
+                    p.placements,
+                    run_check=False,
+                    shape=p.shape,
+                    stride=p.stride(),
+                )
+            )
+    return out
+
+
 def _numba() -> Any:
     from .numpy_backend import _fast_kernel
 
@@ -213,7 +268,11 @@ class Group:
     ) -> None:
         self.rule, self.dtype, self.state_dtypes = rule, dtype, tuple(state_dtypes)
         self.fresh, self.inplace = fresh, inplace
-        self.route = route or _route(rule, params[0], self.state_dtypes)
+        # Sharded parameters (FSDP2's DTensors) are stepped shard by shard: the step is
+        # elementwise, so each rank's local shards are all it needs — no DTensor dispatch.
+        self.sharded = _shardable(params[0])
+        local = _locals_of(params[:1])[0]
+        self.route = route or _route(rule, local, self.state_dtypes)
         if self.route == "numba" and (_numba() is None or dtype not in _NUMPY_DTYPES):
             raise ValueError(f"the numba kernel cannot update {dtype} {params[0].device} tensors")
         if self.route == "fused" and (
@@ -234,12 +293,19 @@ class Group:
         self._planned = np.empty((7, 0), np.intp)  # the address table a remembered call reuses
         self._spans: tuple[np.ndarray, np.ndarray] = (self._planned[0], self._planned[0])
         self._keep: tuple = ()  # staged copies and gradients, alive until run()
+        self._shards: tuple = ()  # sharded: this call's DTensors, whose shards are stepped
         pair = (*self.state_dtypes, *self.state_dtypes)[:2]
         self._items = (dtype.itemsize, pair[0].itemsize, pair[1].itemsize)
 
     # -- binding ---------------------------------------------------------------------------
 
     def bind(self, params: list, grads: list, states: list[list], *, checked: bool) -> bool:
+        if self.sharded:
+            self._shards = (params, states)
+            local = _locals_of(params)
+            grads = _locals_of(grads, params)
+            states = [column if self.fresh else _locals_of(column, params) for column in states]
+            params = local
         if not checked:
             if not self._fits(params, grads, states):
                 return False
@@ -456,6 +522,13 @@ class Group:
         self.fresh = False  # the outputs are full states: a remembered plan passes them back
 
     def outputs(self) -> tuple[list, tuple[list, ...]]:
+        if self.sharded:  # the shards back in their DTensors (the caller's own, in place)
+            params, states = self._shards
+            columns = [
+                _sharded(column, params, originals)
+                for column, originals in zip(self._outputs, (params, *states))
+            ]
+            return columns[0], tuple(columns[1:])
         return self._outputs[0], tuple(self._outputs[1:])
 
 
