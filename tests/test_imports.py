@@ -53,3 +53,19 @@ def test_numpy_call_pulls_in_no_other_framework():
     )
     loaded = modules_loaded_by(code, NOT_FOR_NUMPY)
     assert loaded == [], f"a NumPy call imported {loaded}"
+
+
+def test_network_step_without_torch_distributed():
+    """A network step works in a process that never loaded torch.distributed's tensors (the
+    engine asks about DTensors only when that module is there) and does not load it."""
+    code = (
+        "import torch\n"
+        "from adamupdate import adamupdate\n"
+        "assert 'torch.distributed.tensor' not in sys.modules\n"
+        "net, m, v = torch.nn.Linear(3, 2), None, None\n"
+        "for t in range(1, 4):\n"
+        "    grads = {n: torch.ones_like(p) for n, p in net.named_parameters()}\n"
+        "    net, m, v = adamupdate(net, grads, m, v, t)\n"
+        "assert torch.equal(m['bias'], torch.full((2,), 0.271))\n"
+    )
+    assert modules_loaded_by(code, ["torch.distributed.tensor"]) == []

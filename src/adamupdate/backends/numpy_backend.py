@@ -17,6 +17,7 @@ divided by a real one divides both), on their real views.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -358,7 +359,7 @@ _RECYCLER = Recycler(_reusable)
 def _new(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """A new output array: an input of an earlier call that the caller has dropped (see
     :mod:`adamupdate._recycle`), or a fresh one."""
-    if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize < MIN_BYTES:
+    if math.prod(shape) * dtype.itemsize < MIN_BYTES:
         return np.empty(shape, dtype)
     spare = _RECYCLER.take((shape, dtype))
     return spare if spare is not None else np.empty(shape, dtype)

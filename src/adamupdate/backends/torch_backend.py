@@ -208,6 +208,8 @@ def _locals_of(tensors: list, like: list | None = None) -> list:
     """The local shards of DTensors, each laid out as its parameter's (same mesh and
     placements — anything else would pair elements of different shards)."""
     dtensor = _dtensor_type()
+    if dtensor is None:  # torch.distributed's tensors not loaded: none of these is one
+        return list(tensors)
     shards = []
     for i, t in enumerate(tensors):
         if like is not None and isinstance(t, dtensor):
