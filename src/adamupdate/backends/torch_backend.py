@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .._memory import overlaps_itself, reads_overlap, written_spans
+from .._recycle import MIN_BYTES, Recycler
 from ..rules import Rule, adam
 from ..rules.adam import StepCoefficients, torch_equivalent_epsilon
 
@@ -296,12 +297,15 @@ class Group:
         self._spans: tuple[np.ndarray, np.ndarray] = (self._planned[0], self._planned[0])
         self._keep: tuple = ()  # staged copies and gradients, alive until run()
         self._shards: tuple = ()  # sharded: this call's DTensors, whose shards are stepped
+        self._inputs: list[torch.Tensor] = []  # not in place: this call's, to be recycled
         pair = (*self.state_dtypes, *self.state_dtypes)[:2]
         self._items = (dtype.itemsize, pair[0].itemsize, pair[1].itemsize)
 
     # -- binding ---------------------------------------------------------------------------
 
     def bind(self, params: list, grads: list, states: list[list], *, checked: bool) -> bool:
+        if not self.inplace:
+            self._inputs = [t for column in (params, *states) for t in column if t is not None]
         if self.sharded:
             self._shards = (params, states)
             local = _locals_of(params)
@@ -374,15 +378,13 @@ class Group:
         self, params: list, states: list[list], work_p: list[torch.Tensor]
     ) -> tuple[list, ...]:
         """The caller's own buffers in place (full-size ones), new ones otherwise."""
-        ps = list(params) if self.inplace else [torch.empty_like(p) for p in work_p]
+        ps = list(params) if self.inplace else [_new_like(p, p.dtype) for p in work_p]
         columns = [ps]
         for column, dtype in zip(states, self.state_dtypes):
             mine = self.inplace and not self.fresh
             columns.append(
                 [
-                    column[i]
-                    if mine and column[i].shape == p.shape
-                    else torch.empty_like(p, dtype=dtype)
+                    column[i] if mine and column[i].shape == p.shape else _new_like(p, dtype)
                     for i, p in enumerate(work_p)
                 ]
             )
@@ -437,7 +439,7 @@ class Group:
                 return False
             outputs = (params, *states)
         else:
-            outputs = tuple([torch.empty_like(t) for t in column] for column in (params, *states))
+            outputs = tuple([_new_like(t, t.dtype) for t in column] for column in (params, *states))
             self._fill_output_rows(table, outputs)
             self._remember(outputs, table)
         self._table = (table, self._sizes)
@@ -521,6 +523,9 @@ class Group:
                 # states are this step's own buffers, not inputs of anyone's graph.)
                 torch.autograd.graph.increment_version(self._written)
         self._work = ()
+        if not self.inplace and not self.sharded:  # the caller drops these: next outputs
+            _RECYCLER.keep(self._inputs, _key, _nbytes)
+        self._inputs = []
         self.fresh = False  # the outputs are full states: a remembered plan passes them back
 
     def outputs(self) -> tuple[list, tuple[list, ...]]:
@@ -567,6 +572,41 @@ def _rule_step(
         p.copy_(new_p)
         for column, x in zip(states, new_states):
             column[i].copy_(x)
+
+
+def _reusable(t: torch.Tensor) -> bool:
+    """An unreferenced tensor may take new values when it is a plain tensor that shares its
+    storage with no other tensor (a view, an ``nn.Parameter`` around it) and no autograd graph
+    asked for it."""
+    if type(t) is not torch.Tensor or t._base is not None or t.requires_grad:
+        return False
+    try:  # the tensor and the storage object asked for here: 2 when nothing else shares it
+        return torch._C._storage_Use_Count(t.untyped_storage()._cdata) == 2
+    except (AttributeError, RuntimeError):  # not in this PyTorch: recycle nothing
+        return False
+
+
+def _key(t: torch.Tensor) -> tuple:
+    return (tuple(t.shape), t.stride(), t.dtype, t.device)
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+_RECYCLER = Recycler(_reusable)
+
+
+def _new_like(p: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A new output laid out as ``p``: an input of an earlier call that the caller has dropped
+    (see :mod:`adamupdate._recycle`), or a fresh tensor."""
+    if p.numel() * dtype.itemsize >= MIN_BYTES and type(p) in _PLAIN:
+        spare = _RECYCLER.take((tuple(p.shape), p.stride(), dtype, p.device))
+        if spare is not None:
+            # New values in old memory: a graph that saved the old ones must refuse them.
+            torch.autograd.graph.increment_version([spare])
+            return spare
+    return torch.empty_like(p, dtype=dtype)
 
 
 def _extent(t: torch.Tensor) -> int:
