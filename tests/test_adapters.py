@@ -426,9 +426,29 @@ def test_optax_bad_hyperparameters_raise(jx):
 # --- optional dependencies -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module, missing", [("torch", "torch"), ("optax", "optax")])
-def test_missing_library_names_the_extra(monkeypatch, module, missing):
+@pytest.mark.parametrize(
+    "module, missing, extra",
+    [
+        ("torch", "torch", "torch"),
+        ("optax", "optax", "optax"),
+        ("network", "torch", "torch"),  # the network helpers: gradients, learn-rate factors
+        ("distributed", "torch", "torch"),
+    ],
+)
+def test_missing_library_names_the_extra(monkeypatch, module, missing, extra):
     monkeypatch.setitem(sys.modules, missing, None)  # import fails as if not installed
     monkeypatch.delitem(sys.modules, f"adamupdate.{module}", raising=False)
-    with pytest.raises(ImportError, match=rf"pip install 'adamupdate\[{module}\]'"):
+    with pytest.raises(ImportError, match=rf"pip install 'adamupdate\[{extra}\]'"):
         importlib.import_module(f"adamupdate.{module}")
+
+
+def test_missing_torch_for_a_top_level_network_name(monkeypatch):
+    """``from adamupdate import gradients`` loads the network helpers lazily: without torch,
+    the import names the extra to install."""
+    import adamupdate
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.delitem(sys.modules, "adamupdate.network", raising=False)
+    monkeypatch.delitem(vars(adamupdate), "gradients", raising=False)
+    with pytest.raises(ImportError, match=r"pip install 'adamupdate\[torch\]'"):
+        from adamupdate import gradients  # noqa: F401
