@@ -45,54 +45,37 @@ LEAF = Node("leaf")
 # --- containers of averages that carry their plan (see adamupdate._plan.attach) ---------------
 
 
-class _OwnedDict(dict):
-    """A ``dict`` of averages carrying the plan that made them. Copies and pickles are plain
-    dicts: a plan belongs to these very buffers."""
+class _Owned:
+    """A container of averages carrying the plan that made them. Copies and pickles are of
+    its plain type (``_plain``): a plan belongs to these very buffers."""
 
+    __slots__ = ()
+    _plain: type
+
+    def __reduce__(self) -> Any:
+        return self._plain, (self._plain(self),)
+
+    def __copy__(self) -> Any:
+        return self._plain(self)
+
+    def __deepcopy__(self, memo: dict) -> Any:
+        import copy
+
+        return copy.deepcopy(self._plain(self), memo)
+
+
+class _OwnedDict(dict, _Owned):
     __slots__ = ("_adamupdate_plan",)
-
-    def __reduce__(self) -> Any:
-        return dict, (dict(self),)
-
-    def __copy__(self) -> dict:
-        return dict(self)
-
-    def __deepcopy__(self, memo: dict) -> dict:
-        import copy
-
-        return copy.deepcopy(dict(self), memo)
+    _plain = dict
 
 
-class _OwnedList(list):
-    """A ``list`` of averages carrying the plan that made them (see :class:`_OwnedDict`)."""
-
+class _OwnedList(list, _Owned):
     __slots__ = ("_adamupdate_plan",)
-
-    def __reduce__(self) -> Any:
-        return list, (list(self),)
-
-    def __copy__(self) -> list:
-        return list(self)
-
-    def __deepcopy__(self, memo: dict) -> list:
-        import copy
-
-        return copy.deepcopy(list(self), memo)
+    _plain = list
 
 
-class _OwnedTuple(tuple):
-    """A ``tuple`` of averages carrying the plan that made them (see :class:`_OwnedDict`)."""
-
-    def __reduce__(self) -> Any:
-        return tuple, (tuple(self),)
-
-    def __copy__(self) -> tuple:
-        return tuple(self)
-
-    def __deepcopy__(self, memo: dict) -> tuple:
-        import copy
-
-        return copy.deepcopy(tuple(self), memo)
+class _OwnedTuple(tuple, _Owned):  # a tuple subclass cannot have slots: the plan is in __dict__
+    _plain = tuple
 
 
 #: Plain container type -> its twin that can carry a plan, and back.

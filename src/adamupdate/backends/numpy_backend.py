@@ -134,18 +134,6 @@ def finish(original: Any, updated: np.ndarray) -> Any:
 finish_state = finish  # states mirror the gradient's form (a Python float for a Python float)
 
 
-def group(
-    rule: Rule,
-    dtype: np.dtype,
-    state_dtypes: tuple[np.dtype, ...],
-    *,
-    fresh: bool,
-    inplace: bool,
-    params: list[Any],
-) -> Group:
-    return Group(rule, dtype, state_dtypes, fresh=fresh, inplace=inplace, params=params)
-
-
 class Group:
     """A group of NumPy leaves of one dtype (see :class:`adamupdate.backends.GroupStep`)."""
 
@@ -337,6 +325,9 @@ class Group:
 
     def outputs(self) -> tuple[list, tuple[list, ...]]:
         return self._outputs[0], self._outputs[1:]
+
+
+group = Group  # the backend's GroupStep factory (see adamupdate.backends.Backend.group)
 
 
 def _reusable(array: np.ndarray) -> bool:

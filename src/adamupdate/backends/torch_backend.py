@@ -161,21 +161,6 @@ def finish_state(grad: torch.Tensor, updated: torch.Tensor) -> torch.Tensor:
     return updated
 
 
-def group(
-    rule: Rule,
-    dtype: torch.dtype,
-    state_dtypes: tuple[torch.dtype, ...],
-    *,
-    fresh: bool,
-    inplace: bool,
-    params: list[torch.Tensor],
-    route: str | None = None,
-) -> Group:
-    return Group(
-        rule, dtype, state_dtypes, fresh=fresh, inplace=inplace, params=params, route=route
-    )
-
-
 def _route(rule: Rule, param: torch.Tensor, state_dtypes: tuple[torch.dtype, ...]) -> str:
     """The fastest route that computes this group's step (see the module docstring)."""
     plain = type(param) in _PLAIN
@@ -537,6 +522,9 @@ class Group:
             ]
             return columns[0], tuple(columns[1:])
         return self._outputs[0], tuple(self._outputs[1:])
+
+
+group = Group  # the backend's GroupStep factory (see adamupdate.backends.Backend.group)
 
 
 def _rule_step(
