@@ -255,10 +255,10 @@ def is_close_scalar(a, b, rel: float) -> bool:
 def container_type(x: object) -> type:
     """A container's type as a user sees it.
 
-    The averages ``adamupdate`` returns are ``dict``/``list``/``tuple`` subclasses that carry
-    their plan (attribute ``_adamupdate_plan``); everything else is its own type.
+    The averages a network call returns are ``dict``/``list``/``tuple`` subclasses that carry
+    the call's receipt (attribute ``_adamupdate_receipt``); everything else is its own type.
     """
     cls = type(x)
-    if hasattr(x, "_adamupdate_plan") and cls.__mro__[1] in (dict, list, tuple):
+    if hasattr(x, "_adamupdate_receipt") and cls.__mro__[1] in (dict, list, tuple):
         return cls.__mro__[1]
     return cls

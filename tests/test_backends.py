@@ -553,7 +553,7 @@ def torch_route_step(route, ps, gs, ms, vs, c):
     group = torch_backend.group(
         adam.RULE, dtype, (dtype, dtype), fresh=fresh, inplace=False, params=ps, route=route
     )
-    assert group.bind(ps, gs, [ms or [None] * n, vs or [None] * n], checked=True)
+    group.bind(ps, gs, [ms or [None] * n, vs or [None] * n])
     group.run(c)
     new_params, (new_m, new_v) = group.outputs()
     return new_params, new_m, new_v

@@ -104,3 +104,9 @@ def overlap_message(a: Region, b: Region, path: Callable[[str, int], str]) -> st
         "inplace=True would read values it has already overwritten; pass separate buffers "
         "(copies), or call without inplace"
     )
+
+
+def written_overlap(spans: tuple[np.ndarray, np.ndarray]) -> bool:
+    """Whether any two of the sorted written ``spans`` (from :func:`written_spans`) overlap."""
+    lo, hi = spans
+    return bool(lo.size > 1 and np.any(lo[1:] < hi[:-1]))

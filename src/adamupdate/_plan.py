@@ -1,4 +1,4 @@
-"""A planned step: every leaf checked once, grouped, and handed to its backend's group step.
+"""A planned step: every leaf checked, grouped, and handed to its backend's group step.
 
 Data flows one way: containers are flattened (:mod:`adamupdate._tree`), :func:`make` checks
 every leaf and groups them (by backend, device, dtype, state presence and learn-rate factor, so
@@ -10,14 +10,19 @@ Two rules make a failed call change nothing:
 - every check happens in :func:`make`, before any group is bound, and is reported by path
   (``grad['fc1'][0]: ...``);
 - :meth:`Plan.step` binds *every* group (allocations, staging copies, compilation — whatever
-  can fail) before it runs *any* (computing and writing, which cannot fail).
+  can fail) before it runs *any* (computing and writing). Groups whose run can still fail —
+  JAX executes a compiled program, which may donate the caller's buffers; PyTorch's
+  ``foreach`` ops allocate temporaries, which a GPU may refuse — run before the groups that
+  only write memory (see :func:`_run_order`).
 
-**Who owns a plan.** The averages that :func:`adamupdate.adamupdate` returns carry the plan that
-made them (see :func:`attach`). A training loop passes them back, and the next call finds the
-plan there: when the parameters and averages are the very objects the plan last produced or
-updated, nothing is checked again but the gradients' form and the buffers' addresses (by each
-group's ``bind``); anything else makes a new plan from scratch. Nothing module-global is kept:
-a plan lives exactly as long as the averages that carry it.
+**Every call is planned from scratch**, with every check: nothing is remembered between calls,
+so nothing a caller changes between calls (a dtype view, a transposed tensor, a swapped
+``.data``, a resized storage) can slip past a check, and two threads never share a plan. What
+makes that affordable is :func:`make`'s bulk path: the usual call — one library, one dtype,
+plain contiguous arrays — is checked column by column (NumPy: from the arrays' headers in
+compiled code; torch: one C-level pass per attribute), a few tenths of a µs per array, and only
+a call that fails a bulk check is walked leaf by leaf, which finds the same result and names
+what is wrong. A plan belongs to one call: its groups hold that call's scratch.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from . import _memory, _tree
+from . import _memory
 from ._dispatch import backend_of
 from .rules import Rule
 
@@ -37,45 +42,26 @@ from .rules import Rule
 @dataclass(eq=False)
 class Group:
     """Leaves (by index) that one backend group step updates together; ``step`` is ``None``
-    for a frozen group (learn-rate factor 0), which changes nothing."""
+    for a frozen group (learn-rate factor 0), which changes nothing. ``bound``: the bulk path
+    bound the step while checking it."""
 
     backend: ModuleType
     indices: list[int]
     factor: float
     state_dtypes: tuple[Any, ...]
     step: Any = None
+    bound: bool = False
 
 
 @dataclass(eq=False)
 class Plan:
-    """A checked, grouped step of one rule, and the leaves its next call must pass to reuse it."""
+    """One call's checked, grouped step of one rule."""
 
     rule: Rule
     groups: list[Group]
     inplace: bool
     state_dtype: Any
-    params: list[Any] = field(default_factory=list)
-    states: tuple[list[Any], ...] = ()
-    factors: list[float] | None = None
-    nodes: tuple[Any, ...] = ()  # what rebuilds the containers: (params', the states')
-    names: list[str] = field(default_factory=list)  # a network's learnables
-    network: list[tuple] | None = None  # what decides them (see adamupdate.network._snapshot)
-
-    @property
-    def writes_in_place(self) -> bool:
-        """In place, and every backend writes into the given buffers (JAX donates them and
-        returns new arrays instead)."""
-        return self.inplace and all(group.backend.MUTABLE for group in self.groups)
-
-    def expects(self, params: Sequence[Any], states: Sequence[Sequence[Any]]) -> bool:
-        """Whether these are the very leaves this plan last produced (or updated in place)."""
-        same = operator.is_
-        return (
-            len(params) == len(self.params)
-            and len(states) == len(self.states)
-            and all(map(same, params, self.params))
-            and all(all(map(same, a, b)) for a, b in zip(states, self.states))
-        )
+    nodes: tuple[Any, ...] = field(default=())  # what rebuilds the containers: (params', states')
 
     def step(
         self,
@@ -83,40 +69,24 @@ class Plan:
         grads: Sequence[Any],
         states: Sequence[Sequence[Any]],
         hyper: Any,
-        *,
-        checked: bool,
-    ) -> tuple[list[Any], tuple[list[Any], ...]] | None:
-        """Bind every group, then run every group; return the new leaves in order.
-
-        ``checked``: :func:`make` has just checked these leaves. Otherwise the plan is being
-        reused, and ``None`` comes back — with nothing written — when a group finds that this
-        call's leaves no longer fit it; the caller then makes a new plan.
-        """
+    ) -> tuple[list[Any], tuple[list[Any], ...]]:
+        """Bind every group, then run every group; return the new leaves in order."""
         for group in self.groups:
-            if group.step is not None:
+            if group.step is not None and not group.bound:
                 take = group.indices
                 leaves = [_take(column, take) for column in states]
-                if not group.step.bind(
-                    _take(params, take), _take(grads, take), leaves, checked=checked
-                ):
-                    return None
+                group.step.bind(_take(params, take), _take(grads, take), leaves)
+                group.bound = True
         coefficients_for = _coefficients_by_factor(self.rule, hyper)
-        if self.writes_in_place and not checked:
-            # A remembered in-place step writes every buffer where it is: the leaves stay.
-            for group in self.groups:
-                if group.step is not None:
-                    group.step.run(coefficients_for(group.factor))
-            return self.params, self.states
         n = len(params)
         new_params: list[Any] = [None] * n
         new_states = tuple([None] * n for _ in states)
-        for group in self.groups:
+        for group in sorted(self.groups, key=_run_order):
             if group.step is None:
                 _freeze(group, params, states, new_params, new_states)
                 continue
             group.step.run(coefficients_for(group.factor))
             _scatter(group, group.step.outputs(), params, grads, new_params, new_states)
-        self.params, self.states = new_params, new_states
         return new_params, new_states
 
 
@@ -137,6 +107,9 @@ def make(
     ``path(argument, i)`` names leaf ``i`` of an argument in messages, e.g. ``grad['fc1'][0]``;
     it is only called to format a message (formatting every path would cost more than the step).
     """
+    bulk = _in_bulk(rule, params, grads, states, factors, inplace, state_dtype)
+    if bulk is not None:
+        return bulk
     groups: dict[tuple, Group] = {}
     forms: list[tuple[Any, bool]] = []
     names = rule.states
@@ -177,6 +150,7 @@ def make(
         forms.append((dtype, fresh))
     if inplace:
         _check_overlap(params, grads, states, names, path)
+        _check_donations(params, states, names, path)
     for group in groups.values():
         if group.factor != 0.0:
             dtype, fresh = forms[group.indices[0]]
@@ -188,13 +162,58 @@ def make(
                 inplace=inplace,
                 params=[params[i] for i in group.indices],
             )
-    return Plan(
-        rule,
-        list(groups.values()),
-        inplace,
-        state_dtype,
-        factors=None if factors is None else list(factors),
-    )
+    return Plan(rule, list(groups.values()), inplace, state_dtype)
+
+
+def _run_order(group: Group) -> tuple[bool, bool]:
+    """Runs that can still fail come first — JAX's (it executes a program, which donates the
+    caller's buffers in place), then those that allocate temporaries (PyTorch's ``foreach``
+    and ``fused`` ops) — so that a failure there finds nothing written by the others."""
+    return group.backend.MUTABLE, not getattr(group.step, "allocates_in_run", False)
+
+
+def _in_bulk(
+    rule: Rule,
+    params: Sequence[Any],
+    grads: Sequence[Any],
+    states: Sequence[Sequence[Any]],
+    factors: Sequence[float] | None,
+    inplace: bool,
+    state_dtype: Any,
+) -> Plan | None:
+    """The plan of the usual call — one group: one library, one dtype, one learn-rate factor
+    (not 0), states all given or all empty, the default state dtype — checked and bound in
+    bulk by its backend (``planned_in_bulk``), or ``None`` for the per-leaf plan."""
+    if not params or state_dtype is not None:
+        return None
+    factor = 1.0
+    if factors is not None:
+        factor = factors[0]
+        if factor == 0.0 or factors.count(factor) != len(factors):
+            return None
+    given = [sum(1 for x in column if x is None) for column in states]  # not ==: arrays
+    fresh = given[0] == len(params)
+    if any(count != (len(params) if fresh else 0) for count in given):
+        return None
+    backend = _bulk_backend(params[0])
+    if backend is None:
+        return None
+    plan_columns = [list(params), list(grads), [list(column) for column in states]]
+    step = backend.planned_in_bulk(rule, *plan_columns, fresh=fresh, inplace=inplace)
+    if step is None:
+        return None
+    dtypes = step.state_dtypes
+    group = Group(backend, list(range(len(params))), factor, dtypes, step, bound=True)
+    return Plan(rule, [group], inplace, state_dtype)
+
+
+def _bulk_backend(leaf: Any) -> Any:
+    """The backend of ``leaf`` when it can plan in bulk (NumPy, torch), else ``None``."""
+    try:
+        backend = backend_of(leaf)
+    except TypeError:
+        return None
+    return backend if hasattr(backend, "planned_in_bulk") else None
 
 
 def _backend(leaf: Any, path: Callable[[str, int], str], argument: str, index: int) -> Any:
@@ -285,6 +304,35 @@ def _check_overlap(
         raise ValueError(_memory.overlap_message(*pair, path))
 
 
+def _check_donations(
+    params: Sequence[Any],
+    states: Sequence[Sequence[Any]],
+    names: Sequence[str],
+    path: Callable[[str, int], str],
+) -> None:
+    """In place, a library that donates buffers (JAX) must be handed each one once, alive:
+    checked here so that the step cannot fail half-way."""
+    seen: dict[int, tuple[str, int]] = {}
+    columns = [("params", params), *zip(names, states)]
+    for argument, column in columns:
+        for i, leaf in enumerate(column):
+            if leaf is None or backend_of(leaf).MUTABLE:
+                continue
+            deleted = getattr(leaf, "is_deleted", None)
+            if deleted is not None and deleted():
+                raise ValueError(
+                    f"{path(argument, i)}: has been deleted (donated to an earlier in-place "
+                    "call?); pass the arrays that call returned"
+                )
+            first = seen.setdefault(id(leaf), (argument, i))
+            if first != (argument, i):
+                raise ValueError(
+                    f"{path(*first)} and {path(argument, i)} are the same array, which "
+                    "inplace=True would donate twice; pass separate arrays (copies), or call "
+                    "without inplace"
+                )
+
+
 def _take(leaves: Sequence[Any], indices: list[int]) -> list[Any]:
     """``[leaves[i] for i in indices]``, as one slice when the indices are consecutive (the
     usual single group of a network), which costs nothing per leaf."""
@@ -305,6 +353,13 @@ def _scatter(
     """Put a group's outputs back in leaf order, in the outer form of the inputs."""
     finish, finish_state = group.backend.finish, group.backend.finish_state
     ps, group_states = outputs
+    n = len(params)
+    if len(group.indices) == n and group.indices[-1] == n - 1:  # one group: whole columns
+        same = all(map(operator.is_, ps, params))
+        new_params[:] = params if same else map(finish, params, ps)
+        for column, new in zip(group_states, new_states):
+            new[:] = map(finish_state, grads, column)
+        return
     for j, i in enumerate(group.indices):
         p = params[i]
         new_params[i] = p if ps[j] is p else finish(p, ps[j])
@@ -340,39 +395,6 @@ def _freeze(
         new_params[i] = p
         for column, new, dtype in zip(states, new_states, group.state_dtypes):
             new[i] = column[i] if column[i] is not None else zero(dtype, p)
-
-
-# --- the averages that carry their plan ----------------------------------------------------------
-
-_PLAN_ATTRIBUTE = "_adamupdate_plan"
-
-
-def attach(container: Any, plan: Plan) -> Any:
-    """``container`` (a rebuilt average) carrying ``plan``: a plain dict, list or tuple becomes
-    its owned twin, a table gets the plan as an attribute; anything else (a bare array, a
-    namedtuple, a dict subclass) is returned as it is and simply carries no plan."""
-    if "jax" in sys.modules:
-        _tree.register_with_jax()
-    owned = _tree.OWNED.get(type(container))
-    if owned is not None:
-        container = owned(container)
-    elif type(container) in _tree.PLAIN:
-        pass
-    elif _tree.is_table(container):
-        object.__setattr__(container, _PLAN_ATTRIBUTE, plan)
-        return container
-    else:
-        return container
-    setattr(container, _PLAN_ATTRIBUTE, plan)
-    return container
-
-
-def attached(states: Sequence[Any]) -> Plan | None:
-    """The plan every state carries, if they carry the same one."""
-    plan = getattr(states[0], _PLAN_ATTRIBUTE, None)
-    if plan is None or any(getattr(s, _PLAN_ATTRIBUTE, None) is not plan for s in states[1:]):
-        return None
-    return plan
 
 
 def is_module(obj: Any) -> bool:

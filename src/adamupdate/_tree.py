@@ -42,12 +42,13 @@ class Node:
 LEAF = Node("leaf")
 
 
-# --- containers of averages that carry their plan (see adamupdate._plan.attach) ---------------
+# --- containers of averages that carry a receipt (see adamupdate.network._with_receipt) ------
 
 
 class _Owned:
-    """A container of averages carrying the plan that made them. Copies and pickles are of
-    its plain type (``_plain``): a plan belongs to these very buffers."""
+    """A container of a network's averages carrying the receipt of the call that returned
+    them. Copies and pickles are of its plain type (``_plain``): a receipt belongs to these
+    very buffers."""
 
     __slots__ = ()
     _plain: type
@@ -65,20 +66,20 @@ class _Owned:
 
 
 class _OwnedDict(dict, _Owned):
-    __slots__ = ("_adamupdate_plan",)
+    __slots__ = ("_adamupdate_receipt",)
     _plain = dict
 
 
 class _OwnedList(list, _Owned):
-    __slots__ = ("_adamupdate_plan",)
+    __slots__ = ("_adamupdate_receipt",)
     _plain = list
 
 
-class _OwnedTuple(tuple, _Owned):  # a tuple subclass cannot have slots: the plan is in __dict__
+class _OwnedTuple(tuple, _Owned):  # a tuple subclass cannot have slots: the receipt is in __dict__
     _plain = tuple
 
 
-#: Plain container type -> its twin that can carry a plan, and back.
+#: Plain container type -> its twin that can carry a receipt, and back.
 OWNED: dict[type, type] = {dict: _OwnedDict, list: _OwnedList, tuple: _OwnedTuple}
 PLAIN: dict[type, type] = {owned: plain for plain, owned in OWNED.items()}
 
@@ -117,6 +118,10 @@ def _is_namedtuple(obj: Any) -> bool:
 
 def flatten(tree: Any) -> tuple[list[Any], Node]:
     """Return the leaves of ``tree`` in order and the :class:`Node` that rebuilds it."""
+    cls = type(tree)
+    if (cls is list or cls is tuple) and _only_leaves(tree, none_ok=False):
+        n = len(tree)
+        return list(tree), Node(cls.__name__, (LEAF,) * n, type_=cls, size=n, flat=True)
     leaves: list[Any] = []
     node = _flatten_into(tree, leaves, "params", ())
     return leaves, node
@@ -159,6 +164,23 @@ def _flatten_into(obj: Any, leaves: list[Any], name: str, path: tuple) -> Node:
     return LEAF
 
 
+def _only_leaves(items: Any, *, none_ok: bool) -> bool:
+    """Whether no item of ``items`` is a container (or ``None``, unless ``none_ok``): checked
+    per distinct type, so a list of a thousand arrays costs one pass of ``type()``."""
+    for cls in set(map(type, items)):
+        if cls is type(None):
+            if not none_ok:
+                return False
+        elif issubclass(cls, (list, tuple, dict)) or _is_table_type(cls):
+            return False
+    return True
+
+
+def _is_table_type(cls: type) -> bool:
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and issubclass(cls, pandas.DataFrame)
+
+
 def _all_leaves(children: tuple[Node, ...]) -> bool:
     return all(child is LEAF for child in children)
 
@@ -175,6 +197,8 @@ def _table_values(frame: Any, name: str, path: tuple) -> list[Any]:
 
 def unflatten(node: Node, leaves: list[Any]) -> Any:
     """Rebuild the container described by ``node`` around ``leaves`` (consumed in order)."""
+    if node.flat and node.kind in ("list", "tuple"):
+        return leaves if node.type_ is list else node.type_(leaves)
     iterator = iter(leaves)
     return _build(node, iterator.__next__)
 
@@ -236,6 +260,8 @@ def _same_into(node: Node, obj: Any, out: list[Any]) -> bool:
 
 
 def contains_table(node: Node) -> bool:
+    if node.flat:
+        return node.kind == "table"
     return node.kind == "table" or any(contains_table(child) for child in node.children)
 
 
@@ -250,6 +276,14 @@ def leaves_like(node: Node, other: Any, name: str, *, allow_empty: bool = False)
     TypeError, ValueError
         Naming ``name`` and the path of the first place where ``other`` differs.
     """
+    if (
+        node.flat
+        and node.kind in ("list", "tuple")
+        and _plain(type(other)) is node.type_
+        and len(other) == node.size
+        and _only_leaves(other, none_ok=allow_empty)
+    ):
+        return list(other)
     leaves: list[Any] = []
     _collect_like(node, other, name, (), leaves, allow_empty)
     return leaves

@@ -25,8 +25,12 @@ survive ``copy.deepcopy`` and ``torch.save(net)``), not in ``state_dict()``: whe
 
 from __future__ import annotations
 
+import contextlib
 import operator
+import sys
+import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import _plan, _tree
@@ -332,6 +336,55 @@ def _rebuild(names: list[str], leaves: list[Any], like: Any) -> Any:
     return type(like)(leaves) if isinstance(like, tuple) else leaves
 
 
+@dataclass(frozen=True, eq=False)
+class _Receipt:
+    """What a network call returned its averages with: the network, the walk that found its
+    learnables (re-checked against the network on every call, see :func:`_unchanged`) and the
+    average buffers themselves, which are this library's own. ``lock`` serialises in-place
+    steps of these buffers from several threads."""
+
+    net: Any
+    snapshot: list[tuple]
+    names: list[str]
+    params: list[Any]
+    factors: list[float]
+    states: tuple[list[Any], ...]
+    lock: threading.Lock
+
+
+_RECEIPT_ATTRIBUTE = "_adamupdate_receipt"
+
+
+def _receipt_of(states: tuple[Any, ...]) -> _Receipt | None:
+    """The receipt every state carries, if they carry the same one."""
+    receipt = getattr(states[0], _RECEIPT_ATTRIBUTE, None)
+    if receipt is None or any(getattr(s, _RECEIPT_ATTRIBUTE, None) is not receipt for s in states):
+        return None
+    return receipt
+
+
+def _with_receipt(container: Any, receipt: _Receipt) -> Any:
+    """``container`` (a rebuilt average) carrying ``receipt``: a plain dict, list or tuple
+    becomes its owned twin (:mod:`adamupdate._tree`), a table gets an attribute."""
+    if "jax" in sys.modules:
+        _tree.register_with_jax()
+    owned = _tree.OWNED.get(type(container))
+    if owned is not None:
+        container = owned(container)
+        setattr(container, _RECEIPT_ATTRIBUTE, receipt)
+    elif _tree.is_table(container):
+        object.__setattr__(container, _RECEIPT_ATTRIBUTE, receipt)
+    return container
+
+
+def _copy(state: Any) -> Any:
+    """A copy of someone else's average, to be written instead of it (checks come after:
+    anything that is not a tensor is left for the plan to name)."""
+    if state is None or not isinstance(state, torch.Tensor):
+        return state
+    return state.detach().clone()
+
+
 def update_network(
     rule: Rule,
     net: torch.nn.Module,
@@ -349,52 +402,59 @@ def update_network(
     states that the previous call returned — they are this library's own buffers, as
     ``torch.optim`` keeps its state — while states from anywhere else (a checkpoint, your own
     zeros) are copied on the first call and never written, unless ``inplace`` is true. Each
-    (device, dtype, learn-rate factor) group is one kernel call.
+    (device, dtype, learn-rate factor) group is one kernel call. Every call checks every
+    leaf (:func:`adamupdate._plan.make`); the walk over the network's modules is remembered by
+    the returned averages and re-checked, module by module, on the next call.
     """
-    plan = _plan.attached(states)
-    if (
-        plan is not None
-        and plan.rule is rule
-        and plan.state_dtype is state_dtype
-        and _unchanged(net, plan.network)
-    ):
-        names, params = plan.names, plan.params
-        grads = _leaves(names, grad, "grad", state=False)
-        state_leaves = [
-            _leaves(names, state, name, state=True) for state, name in zip(states, rule.states)
-        ]
-        if plan.expects(params, state_leaves) and plan.step(
-            params, grads, state_leaves, hyper, checked=False
-        ):
-            return net, states
-    names, params, factors = _learnables_and_factors(net)
-    grads = _leaves(names, grad, "grad", state=False)
     from ._solve import is_empty_state
 
+    receipt = _receipt_of(states)
+    if receipt is not None and _unchanged(net, receipt.snapshot):
+        names, params, factors, snapshot = (
+            receipt.names,
+            receipt.params,
+            receipt.factors,
+            receipt.snapshot,
+        )
+    else:
+        names, params, factors = _learnables_and_factors(net)
+        snapshot = _snapshot(net)
+    grads = _leaves(names, grad, "grad", state=False)
     state_leaves = [
         _leaves(names, None if is_empty_state(state) else state, name, state=True)
         for state, name in zip(states, rule.states, strict=True)
     ]
+    same = operator.is_
+    ours = receipt is not None and all(
+        len(mine) == len(given) and all(map(same, mine, given))
+        for mine, given in zip(receipt.states, state_leaves)
+    )
 
     def path(argument: str, index: int) -> str:
         layer, parameter = _split(names[index])
         return f"{argument}[{names[index]!r}] (layer {layer!r}, parameter {parameter!r})"
 
-    plan = _plan.make(
-        rule,
-        params,
-        grads,
-        state_leaves,
-        path=path,
-        factors=factors,
-        inplace=True,
-        state_dtype=state_dtype,
-    )
-    plan.names, plan.network = names, _snapshot(net)
-    if not inplace:  # someone else's states: the plan's own copies are written from now on
-        state_leaves = [
-            [None if x is None else x.detach().clone() for x in column] for column in state_leaves
-        ]
-    new = plan.step(params, grads, state_leaves, hyper, checked=True)
-    assert new is not None, "a plan binds the leaves it has just checked"
-    return net, tuple(_plan.attach(_rebuild(names, column, grad), plan) for column in new[1])
+    with receipt.lock if ours and receipt is not None else contextlib.nullcontext():
+        written = state_leaves
+        if not (inplace or ours):  # someone else's states: copies are written from now on
+            written = [[_copy(x) for x in column] for column in state_leaves]
+        plan = _plan.make(
+            rule,
+            params,
+            grads,
+            written,
+            path=path,
+            factors=factors,
+            inplace=True,
+            state_dtype=state_dtype,
+        )
+        new_states = plan.step(params, grads, written, hyper)[1]
+    if (
+        ours
+        and receipt is not None
+        and receipt.snapshot is snapshot
+        and all(all(map(same, new, old)) for new, old in zip(new_states, state_leaves))
+    ):
+        return net, states  # updated in their buffers: the same averages, the same receipt
+    mine = _Receipt(net, snapshot, names, params, factors, new_states, threading.Lock())
+    return net, tuple(_with_receipt(_rebuild(names, column, grad), mine) for column in new_states)

@@ -14,22 +14,18 @@ from ..rules import Rule
 
 
 class GroupStep(Protocol):
-    """One group's step, planned once and run as often as its plan is reused.
+    """One group's step in one call: made by the plan, bound to the call's leaves, run once.
 
     The contract that makes a failed call change nothing: everything that can fail (checks,
     allocations, staging copies, compilation) happens in :meth:`bind`; :meth:`run` only
     computes and writes, and cannot raise.
     """
 
-    def bind(self, params: list, grads: list, states: list[list], *, checked: bool) -> bool:
-        """Take this call's leaves and prepare :meth:`run`; write nothing.
+    def bind(self, params: list, grads: list, states: list[list]) -> None:
+        """Take this call's leaves, which the plan has checked, and prepare :meth:`run`
+        (outputs, staging copies, compilation); write nothing the caller can see.
 
-        ``states`` holds one list per state of the rule. ``checked``: the plan has just checked
-        every leaf. Otherwise this is a remembered plan:
-        ``params`` and the states are the objects the last call returned or updated, the
-        gradients are new — return ``False`` if anything no longer fits (a gradient of another
-        form, a buffer swapped under the same object) and the plan is made again from scratch,
-        with every check and a message that names what is wrong.
+        ``states`` holds one list per state of the rule (``None`` each when fresh).
         """
         ...
 

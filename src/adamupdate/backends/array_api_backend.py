@@ -113,11 +113,8 @@ class Group:
         self._leaves: tuple = ()
         self._outputs: tuple[list, tuple[list, ...]] = ([], ())
 
-    def bind(self, params: list, grads: list, states: list[list], *, checked: bool) -> bool:
-        if not checked and any(describe(g) != describe(p) for g, p in zip(grads, params)):
-            return False
+    def bind(self, params: list, grads: list, states: list[list]) -> None:
         self._leaves = (params, grads, states)
-        return True
 
     def run(self, c: Any) -> None:
         params, grads, states = self._leaves
@@ -147,7 +144,6 @@ class Group:
                         new_column[j] = target
         self._outputs = (new_params, new_states)
         self._leaves = ()
-        self.fresh = False
 
     def outputs(self) -> tuple[list, tuple[list, ...]]:
         return self._outputs

@@ -105,24 +105,18 @@ class Group:
         self.state_dtypes = tuple(state_dtypes)
         self.fresh, self.inplace = fresh, inplace
         self._executable: Any = None
-        self._forms: list = []
         self._args: tuple = ()
         self._outputs: tuple[list, tuple[list, ...]] = ([], ())
 
-    def bind(self, params: list, grads: list, states: list[list], *, checked: bool) -> bool:
-        forms = [(type(x), x.dtype, x.shape) for x in (*params, *grads)]
-        if not checked and forms != self._forms:
-            return False
+    def bind(self, params: list, grads: list, states: list[list]) -> None:
         self._args = (list(params), list(grads), None if self.fresh else [list(c) for c in states])
         traced = any(isinstance(x, jax.core.Tracer) for x in (*params, *grads))
         donate = self.inplace and not traced  # donating is meaningless inside a trace
         step = _compiled_step(self.rule, self.fresh, donate, self.state_dtypes)
         if traced:
             self._executable = step
-        elif self._executable is None or forms != self._forms:
+        else:
             self._executable = step.lower(*self._args, _scalars(self.rule)).compile()
-        self._forms = forms
-        return True
 
     def run(self, c: Any) -> None:
         scalars = dataclasses.asdict(c)
@@ -131,9 +125,6 @@ class Group:
         ps, states = self._executable(*self._args, scalars)
         self._outputs = (list(ps), tuple(list(column) for column in states))
         self._args = ()
-        if self.fresh:
-            self.fresh = False  # a remembered plan passes these states back
-            self._executable = None
 
     def outputs(self) -> tuple[list, tuple[list, ...]]:
         return self._outputs

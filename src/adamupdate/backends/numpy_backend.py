@@ -17,15 +17,13 @@ divided by a real one divides both), on their real views.
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .._memory import overlaps_itself, reads_overlap, written_spans
-from .._recycle import MIN_BYTES, Recycler
+from .._memory import overlaps_itself, reads_overlap, written_overlap, written_spans
 from ..rules import Rule
 
 NAME = "numpy"
@@ -149,13 +147,12 @@ class Group:
     ) -> None:
         self.rule, self.dtype, self.state_dtypes = rule, dtype, tuple(state_dtypes)
         self.fresh, self.inplace = fresh, inplace
-        elements = sum(as_array(p).size for p in params)
         self.kernel: Any = None  # the numba kernel module, when it takes this group
         if (
             dtype in _REAL + _COMPLEX
             and state_dtypes[0] == (real_dtype(dtype) if rule.squared[0] else dtype)
-            and _worth(elements, len(params))
             and all(type(p) is np.ndarray for p in params)
+            and _worth(params)
         ):
             self.kernel = _fast_kernel()
         # The kernel's seven rows: p, g, two states, p out, two states out (a rule with one
@@ -169,27 +166,17 @@ class Group:
         self._leaves: list[tuple[np.ndarray, np.ndarray, tuple, np.ndarray, tuple]] = []
         self._write_back: list[tuple[np.ndarray, np.ndarray]] = []
         self._keep: tuple = ()  # staged copies, alive until run()
-        self._shapes: list[tuple[int, ...]] = []
 
     # -- binding ---------------------------------------------------------------------------
 
-    def bind(self, params: list, grads: list, states: list[list], *, checked: bool) -> bool:
+    def bind(self, params: list, grads: list, states: list[list]) -> None:
         self._originals = (params, *states)
         self._write_back, self._table, self._keep, self._leaves = [], None, (), []
-        outputs = self._new_outputs(params, states)
+        outputs = self._outputs = self._new_outputs(params, states)
         if self.kernel is not None:
             if not self._bind_kernel(params, grads, states, outputs):
-                if not checked:
-                    return False
-                self._outputs = outputs
                 self._stage(params, grads, states)
-            self._outputs = outputs
-            return True
-        if checked:
-            self._shapes = [np.shape(p) for p in params]
-        elif not self._fits(params, grads, states):
-            return False
-        self._outputs = outputs
+            return
         fresh = self.fresh
         self._leaves = [
             (
@@ -201,12 +188,10 @@ class Group:
             )
             for i, (p, g) in enumerate(zip(params, grads))
         ]
-        return True
 
     def _new_outputs(self, params: list, states: list[list]) -> tuple[list, ...]:
-        """The buffers the step writes: the caller's own in place (when full-size arrays);
-        otherwise new ones — or the last call's inputs, when nothing refers to them any more
-        (see :func:`_new`)."""
+        """The buffers the step writes: the caller's own in place (when full-size arrays),
+        new ones otherwise."""
         n = len(params)
         if self.inplace:
             columns = [list(params)]
@@ -235,7 +220,9 @@ class Group:
     def _bind_kernel(
         self, params: list, grads: list, states: list[list], outputs: tuple[list, ...]
     ) -> bool:
-        """Check the arrays from their headers in compiled code and take their addresses."""
+        """Check the arrays from their headers in compiled code and take their addresses; in
+        place, the written buffers must be disjoint and no gradient may overlap them (the
+        per-leaf plan has checked that already; :func:`planned_in_bulk` relies on it here)."""
         rows = self._rows(params, grads, states, outputs)
         n = len(params)
         try:
@@ -248,10 +235,10 @@ class Group:
         if isinstance(found, int):
             return False
         addresses, sizes = found
-        if self.inplace and reads_overlap(
-            written_spans(addresses, sizes, self._items), addresses[1], sizes, self._items[0]
-        ):
-            return False
+        if self.inplace:
+            spans = written_spans(addresses, sizes, self._items)
+            if written_overlap(spans) or reads_overlap(spans, addresses[1], sizes, self._items[0]):
+                return False
         self._table = (addresses, sizes)
         return True
 
@@ -281,25 +268,6 @@ class Group:
         assert not isinstance(table, int), "staged copies are contiguous arrays of the dtypes"
         self._table, self._keep = table, rows
 
-    def _fits(self, params: list, grads: list, states: list[list]) -> bool:
-        """A remembered ufunc step: gradients of the parameters' dtype and planned shape, and
-        parameters and states still of their planned shapes (an array can be reshaped or made
-        read-only under the same object) — checked before anything is written."""
-        dtype, shapes = self.dtype, self._shapes
-        for g, p, shape in zip(grads, params, shapes):
-            if type(g) is not np.ndarray or g.dtype != dtype or g.shape != shape:
-                return False
-            if np.shape(p) != shape or (self.inplace and not p.flags.writeable):
-                return False
-        if not self.fresh:
-            for column in states:
-                for x, shape in zip(column, shapes):
-                    if type(x) is not np.ndarray or x.shape != shape:
-                        return False
-                    if self.inplace and not x.flags.writeable:
-                        return False
-        return True
-
     # -- running ---------------------------------------------------------------------------
 
     def run(self, c: Any) -> None:
@@ -314,14 +282,7 @@ class Group:
                 for leaf in self._leaves:
                     _ufunc_leaf(self.rule, *leaf, c)
             self._leaves = []
-        if not self.inplace:  # the caller is about to drop these: next call's outputs
-            _RECYCLER.keep(
-                (a for column in self._originals for a in column if type(a) is np.ndarray),
-                _key,
-                _nbytes,
-            )
         self._originals = ()
-        self.fresh = False  # the outputs are full states: a remembered plan passes them back
 
     def outputs(self) -> tuple[list, tuple[list, ...]]:
         return self._outputs[0], self._outputs[1:]
@@ -330,30 +291,41 @@ class Group:
 group = Group  # the backend's GroupStep factory (see adamupdate.backends.Backend.group)
 
 
-def _reusable(array: np.ndarray) -> bool:
-    """An unreferenced array may take new values when it owns its memory (a view would refer
-    to its base, so an unreferenced base has no views)."""
-    return array.flags.owndata and array.flags.writeable
-
-
-def _key(array: np.ndarray) -> tuple:
-    return (array.shape, array.dtype)
-
-
-def _nbytes(array: np.ndarray) -> int:
-    return array.nbytes
-
-
-_RECYCLER = Recycler(_reusable)
+def planned_in_bulk(
+    rule: Rule,
+    params: list,
+    grads: list,
+    states: list[list],
+    *,
+    fresh: bool,
+    inplace: bool,
+) -> Group | None:
+    """The usual call planned and bound at once, its checks made in compiled code: plain
+    C-contiguous arrays of one kernel dtype, gradients and averages of the dtypes and shapes
+    the per-leaf plan (:func:`adamupdate._plan.make`) wants, writeable and disjoint in place.
+    ``None`` when anything else is found: the per-leaf plan then decides, and names what is
+    wrong. Accepts exactly what the per-leaf plan accepts and steps it on the same route.
+    """
+    p0 = params[0]
+    if type(p0) is not np.ndarray or p0.dtype not in _REAL + _COMPLEX:
+        return None
+    dtype = p0.dtype
+    avg, real = state_dtypes(dtype)
+    wanted = tuple(real if squared else avg for squared in rule.squared)
+    step = Group(rule, dtype, wanted, fresh=fresh, inplace=inplace, params=params)
+    if step.kernel is None:
+        return None
+    step._originals = (params, *states)
+    try:
+        outputs = step._outputs = step._new_outputs(params, states)
+    except (AttributeError, TypeError, ValueError):  # not arrays: the per-leaf plan names it
+        return None
+    return step if step._bind_kernel(params, grads, states, outputs) else None
 
 
 def _new(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A new output array: an input of an earlier call that the caller has dropped (see
-    :mod:`adamupdate._recycle`), or a fresh one."""
-    if math.prod(shape) * dtype.itemsize < MIN_BYTES:
-        return np.empty(shape, dtype)
-    spare = _RECYCLER.take((shape, dtype))
-    return spare if spare is not None else np.empty(shape, dtype)
+    """A new output array: never memory that anyone else can reach."""
+    return np.empty(shape, dtype)
 
 
 def _contiguous(a: np.ndarray) -> np.ndarray:
@@ -386,10 +358,10 @@ def _addresses(
     return addresses, sizes
 
 
-def _worth(elements: int, arrays: int) -> bool:
+def _worth(params: Sequence[np.ndarray]) -> bool:
     """numba costs ~0.4 s to import (and a one-off compile): not worth it for a few tiny arrays
     until something else has loaded it. Both routes give the same bits."""
-    if elements >= _FUSE_ABOVE_ELEMENTS or arrays >= _FUSE_ABOVE_ARRAYS:
+    if len(params) >= _FUSE_ABOVE_ARRAYS or sum(p.size for p in params) >= _FUSE_ABOVE_ELEMENTS:
         return True
     loaded = sys.modules.get("adamupdate.kernels.numba_step")
     return loaded is not None and bool(loaded._state.get("ok"))

@@ -31,8 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._memory import overlaps_itself, reads_overlap, written_spans
-from .._recycle import MIN_BYTES, Recycler
+from .._memory import overlaps_itself, reads_overlap, written_overlap, written_spans
 from ..rules import Rule, adam
 from ..rules.adam import StepCoefficients, torch_equivalent_epsilon
 
@@ -50,15 +49,8 @@ _NUMPY_DTYPES: dict[torch.dtype, np.dtype] = {
 }
 
 
-_SHAPE = operator.attrgetter("shape")
-_FORM_COLUMNS = (
-    operator.attrgetter("dtype"),
-    operator.attrgetter("device"),
-    _SHAPE,
-    torch.Tensor.stride,
-    torch.Tensor.is_neg,
-)
-_FORM_COLUMNS_COMPLEX = (*_FORM_COLUMNS, torch.Tensor.is_conj)
+_DTYPE = operator.attrgetter("dtype")
+_IS_CPU = operator.attrgetter("is_cpu")
 
 
 def describe(x: torch.Tensor) -> tuple[torch.device, torch.dtype, tuple[int, ...]]:
@@ -272,70 +264,24 @@ class Group:
         self._write_back: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._table: tuple[np.ndarray, np.ndarray] | None = None
         self._written: list[torch.Tensor] = []
-        self._grad_forms: list[list] = []
-        self._addresses: list[int] = []
+        # torch's own ops allocate temporaries while they run: the plan runs such groups first
+        self.allocates_in_run = self.route != "numba"
         self._step: torch.Tensor | None = None
-        self._sizes = np.empty(0, np.intp)
-        self._shapes: list[torch.Size] = []
-        self._extents = np.empty(0, np.intp)  # elements each parameter's memory spans
-        self._planned = np.empty((7, 0), np.intp)  # the address table a remembered call reuses
-        self._spans: tuple[np.ndarray, np.ndarray] = (self._planned[0], self._planned[0])
         self._keep: tuple = ()  # staged copies and gradients, alive until run()
         self._shards: tuple = ()  # sharded: this call's DTensors, whose shards are stepped
-        self._inputs: list[torch.Tensor] = []  # not in place: this call's, to be recycled
         pair = (*self.state_dtypes, *self.state_dtypes)[:2]
         self._items = (dtype.itemsize, pair[0].itemsize, pair[1].itemsize)
 
     # -- binding ---------------------------------------------------------------------------
 
-    def bind(self, params: list, grads: list, states: list[list], *, checked: bool) -> bool:
-        if not self.inplace:
-            self._inputs = [t for column in (params, *states) for t in column if t is not None]
+    def bind(self, params: list, grads: list, states: list[list]) -> None:
         if self.sharded:
             self._shards = (params, states)
             local = _locals_of(params)
             grads = _locals_of(grads, params)
             states = [column if self.fresh else _locals_of(column, params) for column in states]
             params = local
-        if not checked:
-            if not self._fits(params, grads, states):
-                return False
-            if self.route == "numba":
-                return self._rebind(params, grads, states)
         self._bind(params, grads, states)
-        return True
-
-    def _fits(self, params: list, grads: list, states: list[list]) -> bool:
-        """A remembered step's leaves still have their planned form: parameters and states
-        their shapes (a ``.data =`` swap or a ``resize_`` under the same object changes them),
-        gradients their parameters' dtype, device, shape and memory layout, no lazy
-        conjugate or negative bit, and storage enough behind them (a storage can be resized
-        under an unchanged tensor). ~0.4 µs a tensor, all of it attribute reads."""
-        shapes = self._shapes
-        if (
-            list(map(_SHAPE, params)) != shapes
-            or self._forms(grads) != self._grad_forms
-            or not all(map(_PLAIN.__contains__, map(type, grads)))
-        ):
-            return False
-        if not self.fresh and any(list(map(_SHAPE, column)) != shapes for column in states):
-            return False
-        n = len(grads)
-        offsets = np.fromiter(map(torch.Tensor.storage_offset, grads), np.intp, n)
-        capacity = np.fromiter(
-            map(torch.UntypedStorage.nbytes, map(torch.Tensor.untyped_storage, grads)), np.intp, n
-        )
-        return bool(np.all((offsets + self._extents) * self.dtype.itemsize <= capacity))
-
-    def _forms(self, tensors: list[torch.Tensor]) -> list[list]:
-        """What a gradient must keep for a remembered plan: its parameter's form and layout
-        (a lazy conjugate bit only exists on complex tensors). Column by column, each read in
-        one C-level pass: half the cost of a tuple per tensor."""
-        columns = _FORM_COLUMNS_COMPLEX if self.dtype.is_complex else _FORM_COLUMNS
-        try:
-            return [list(map(read, tensors)) for read in columns]
-        except (RuntimeError, AttributeError, TypeError):  # sparse: no strides; not a tensor
-            return []
 
     def _bind(self, params: list, grads: list, states: list[list]) -> None:
         """Every leaf checked by the plan: lay them out for the route, make the outputs."""
@@ -353,11 +299,6 @@ class Group:
             else:
                 self._bind_in_place_kernel(work_p, work_g, work_s, outputs)
         self._outputs = outputs
-        # A remembered step's gradients must be laid out as the parameters are, plain tensors
-        # with no lazy bits: then the kernels can walk their memory as it is.
-        self._grad_forms = self._forms(work_p)
-        self._shapes = [p.shape for p in outputs[0]]
-        self._extents = np.array([_extent(p) for p in work_p], np.intp)
 
     def _make_outputs(
         self, params: list, states: list[list], work_p: list[torch.Tensor]
@@ -402,57 +343,9 @@ class Group:
         rows = (work_p, work_g, *ins, staged[0], *outs)
         addresses = np.array([[t.data_ptr() for t in row] for row in rows], np.intp)
         sizes = np.array([t.numel() for t in work_p], np.intp)
-        self._table, self._sizes = (addresses.reshape(7, len(work_p)), sizes), sizes
+        self._table = (addresses.reshape(7, len(work_p)), sizes)
         self._written = outputs[0] if self.inplace else []
         self._keep = rows
-        self._remember(outputs, self._table[0])
-
-    def _rebind(self, params: list, grads: list, states: list[list]) -> bool:
-        """A remembered numba step: the same buffers at the same addresses (a ``.data =`` swap
-        changes them) and gradients of the planned form (checked by :meth:`_fits`)."""
-        address = torch.Tensor.data_ptr
-        addresses = [*map(address, params)]
-        for column in states:
-            addresses += map(address, column)
-        if addresses != self._addresses or self._write_back:
-            return False
-        n = len(params)
-        table = self._planned.copy()  # the addresses just compared equal to these
-        table[1] = np.fromiter(map(address, grads), np.intp, n)
-        if self.inplace:
-            if reads_overlap(self._spans, table[1], self._sizes, self.dtype.itemsize):
-                return False
-            outputs = (params, *states)
-        else:
-            outputs = tuple([_new_like(t, t.dtype) for t in column] for column in (params, *states))
-            self._fill_output_rows(table, outputs)
-            self._remember(outputs, table)
-        self._table = (table, self._sizes)
-        self._outputs = outputs
-        self._written = params if self.inplace else []
-        self._keep = (grads, outputs)
-        return True
-
-    def _fill_output_rows(self, table: np.ndarray, outputs: tuple[list, ...]) -> None:
-        """Rows 4-6 of the kernel's table from the outputs (a single state fills both)."""
-        n = table.shape[1]
-        rows = [np.fromiter(map(torch.Tensor.data_ptr, c), np.intp, n) for c in outputs]
-        table[4] = rows[0]
-        table[5], table[6] = (*rows[1:], *rows[1:])[:2]
-
-    def _remember(self, outputs: tuple[list, ...], table: np.ndarray) -> None:
-        """What the next, remembered call will be handed: these outputs, at these addresses
-        (rows 0, 2 and 3; in place, rows 4-6 too)."""
-        self._addresses = [t.data_ptr() for column in outputs for t in column]
-        planned = table.copy()
-        n = planned.shape[1]
-        rows = [np.fromiter(map(torch.Tensor.data_ptr, c), np.intp, n) for c in outputs]
-        planned[0] = rows[0]
-        planned[2], planned[3] = (*rows[1:], *rows[1:])[:2]
-        if self.inplace:
-            planned[4], planned[5], planned[6] = planned[0], planned[2], planned[3]
-            self._spans = written_spans(planned, self._sizes, self._items)
-        self._planned = planned
 
     def _bind_in_place_kernel(
         self,
@@ -508,10 +401,6 @@ class Group:
                 # states are this step's own buffers, not inputs of anyone's graph.)
                 torch.autograd.graph.increment_version(self._written)
         self._work = ()
-        if not self.inplace and not self.sharded:  # the caller drops these: next outputs
-            _RECYCLER.keep(self._inputs, _key, _nbytes)
-        self._inputs = []
-        self.fresh = False  # the outputs are full states: a remembered plan passes them back
 
     def outputs(self) -> tuple[list, tuple[list, ...]]:
         if self.sharded:  # the shards back in their DTensors (the caller's own, in place)
@@ -525,6 +414,117 @@ class Group:
 
 
 group = Group  # the backend's GroupStep factory (see adamupdate.backends.Backend.group)
+
+
+def planned_in_bulk(
+    rule: Rule,
+    params: list,
+    grads: list,
+    states: list[list],
+    *,
+    fresh: bool,
+    inplace: bool,
+) -> Group | None:
+    """The usual call planned and bound at once on the ``numba`` route: plain contiguous CPU
+    tensors of one kernel dtype, gradients and averages of the dtypes and sizes the per-leaf
+    plan (:func:`adamupdate._plan.make`) wants, no lazy conjugate or negative bit, storage
+    behind every element, writeable and disjoint in place. Each property is read column by
+    column (one C-level pass per attribute, ~0.1 µs a tensor) on every call: nothing is
+    remembered. ``None`` when anything else is found; the per-leaf plan then decides, and
+    names what is wrong. Accepts exactly what the per-leaf plan accepts, on the same route.
+    """
+    p0 = params[0]
+    if type(p0) not in _PLAIN or p0.dtype not in _NUMPY_DTYPES or p0.device.type != "cpu":
+        return None
+    if _numba() is None:
+        return None
+    dtype = p0.dtype
+    avg, real = state_dtypes(dtype)
+    wanted = tuple(real if squared else avg for squared in rule.squared)
+    columns = [(params, dtype, inplace), (grads, dtype, False)]
+    if not fresh:
+        columns += [(column, want, inplace) for column, want in zip(states, wanted)]
+    n = len(params)
+    inference = torch.is_inference_mode_enabled()
+    addresses = []
+    try:
+        sizes = list(map(torch.Tensor.size, params))
+        numels = np.fromiter(map(torch.Tensor.numel, params), np.intp, n)
+        for column, want, written in columns:
+            if column is not params and list(map(torch.Tensor.size, column)) != sizes:
+                return None
+            found = _plain_contiguous(column, want, numels, written and not inference)
+            if found is None:
+                return None
+            addresses.append(found)
+    except (RuntimeError, AttributeError, TypeError):  # sparse, nested, not a tensor
+        return None
+    step = Group(rule, dtype, wanted, fresh=fresh, inplace=inplace, params=params, route="numba")
+    if step.sharded:
+        return None
+    new = _new_like
+    if inplace and not fresh:
+        outputs = (list(params), *(list(column) for column in states))
+    else:
+        ps = list(params) if inplace else [new(p, dtype) for p in params]
+        outputs = (ps, *([new(p, dtype=d) for p in params] for d in wanted))
+    rows = _rows(params, grads, states, outputs, fresh)
+    if inplace and not fresh:  # the outputs are the inputs: their addresses were just read
+        p_at, g_at, *state_at = addresses
+        table = np.stack(
+            [p_at, g_at, *(*state_at, *state_at)[:2], p_at, *(*state_at, *state_at)[:2]]
+        )
+    else:
+        table = np.array([list(map(torch.Tensor.data_ptr, row)) for row in rows], np.intp)
+    if inplace:
+        pair = (*wanted, *wanted)[:2]
+        items = (dtype.itemsize, pair[0].itemsize, pair[1].itemsize)
+        spans = written_spans(table, numels, items)
+        if written_overlap(spans) or reads_overlap(spans, table[1], numels, dtype.itemsize):
+            return None
+    step._outputs = outputs
+    step._table = (table, numels)
+    step._written = outputs[0] if inplace else []
+    step._keep = rows
+    return step
+
+
+def _rows(
+    params: list, grads: list, states: list[list], outputs: tuple[list, ...], fresh: bool
+) -> tuple:
+    """The numba kernel's seven rows: p, g, two states, p out, two states out (fresh: the
+    state rows are not read; a rule with one state repeats it)."""
+    ins = (params, grads) if fresh else (*states, *states)[:2]
+    outs = (*outputs[1:], *outputs[1:])[:2]
+    return (params, grads, *ins, outputs[0], *outs)
+
+
+def _plain_contiguous(
+    column: list, dtype: torch.dtype, numels: np.ndarray, writeable: bool
+) -> np.ndarray | None:
+    """The data addresses of ``column`` if every tensor is a plain contiguous CPU tensor of
+    ``dtype`` without a lazy conjugate or negative bit, with storage behind each of its
+    ``numels`` elements (a storage can shrink under a tensor) and, if ``writeable``, not an
+    inference tensor; else ``None``. One C-level pass per attribute."""
+    n = len(column)
+    if not all(map(_PLAIN.__contains__, map(type, column))):
+        return None
+    if list(map(_DTYPE, column)).count(dtype) != n or not all(map(_IS_CPU, column)):
+        return None
+    if not all(map(torch.Tensor.is_contiguous, column)) or any(map(torch.Tensor.is_neg, column)):
+        return None
+    if dtype.is_complex and any(map(torch.Tensor.is_conj, column)):
+        return None
+    if writeable and any(map(torch.Tensor.is_inference, column)):
+        return None
+    ends = np.fromiter(map(torch.Tensor.storage_offset, column), np.intp, n)
+    ends += numels
+    capacity = np.fromiter(
+        map(torch.UntypedStorage.nbytes, map(torch.Tensor.untyped_storage, column)), np.intp, n
+    )
+    if not np.all(ends * dtype.itemsize <= capacity):
+        return None
+    return np.fromiter(map(torch.Tensor.data_ptr, column), np.intp, n)
 
 
 def _rule_step(
@@ -562,38 +562,26 @@ def _rule_step(
             column[i].copy_(x)
 
 
-def _reusable(t: torch.Tensor) -> bool:
-    """An unreferenced tensor may take new values when it is a plain tensor that shares its
-    storage with no other tensor (a view, an ``nn.Parameter`` around it) and no autograd graph
-    asked for it."""
-    if type(t) is not torch.Tensor or t._base is not None or t.requires_grad:
-        return False
-    try:  # the tensor and the storage object asked for here: 2 when nothing else shares it
-        return torch._C._storage_Use_Count(t.untyped_storage()._cdata) == 2
-    except (AttributeError, RuntimeError):  # not in this PyTorch: recycle nothing
-        return False
-
-
-def _key(t: torch.Tensor) -> tuple:
-    return (tuple(t.shape), t.stride(), t.dtype, t.device)
-
-
-def _nbytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()
-
-
-_RECYCLER = Recycler(_reusable)
+#: From this size on, a new CPU output takes NumPy's allocation (see :func:`_new_like`).
+_HUGE_PAGES_FROM = 1 << 22
 
 
 def _new_like(p: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A new output laid out as ``p``: an input of an earlier call that the caller has dropped
-    (see :mod:`adamupdate._recycle`), or a fresh tensor."""
-    if p.numel() * dtype.itemsize >= MIN_BYTES and type(p) in _PLAIN:
-        spare = _RECYCLER.take((tuple(p.shape), p.stride(), dtype, p.device))
-        if spare is not None:
-            # New values in old memory: a graph that saved the old ones must refuse them.
-            torch.autograd.graph.increment_version([spare])
-            return spare
+    """A new output laid out as ``p``: never memory that anyone else can reach.
+
+    A large contiguous CPU output is allocated by NumPy, which asks Linux for transparent huge
+    pages (``madvise``); PyTorch's CPU allocator does not, and then the step's first touch of
+    each 4 KiB page costs more than the step itself (~3x on a 64 MiB tensor here). The tensor
+    owns its NumPy buffer; nothing else refers to it.
+    """
+    numpy_dtype = _NUMPY_DTYPES.get(dtype)
+    if (
+        numpy_dtype is not None
+        and p.is_cpu
+        and p.numel() * dtype.itemsize >= _HUGE_PAGES_FROM
+        and p.is_contiguous()
+    ):
+        return torch.from_numpy(np.empty(tuple(p.shape), numpy_dtype))
     return torch.empty_like(p, dtype=dtype)
 
 
