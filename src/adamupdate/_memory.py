@@ -84,8 +84,7 @@ def reads_overlap(
     """Whether a buffer read at ``starts`` (``sizes`` elements of ``item`` bytes each, e.g. the
     gradients) overlaps any of the disjoint written ``spans``; O(n log n), vectorised.
 
-    Used on every step of a remembered in-place plan, whose written buffers were checked when
-    it was made; only the gradients are new.
+    Used by the bulk checks of an in-place call (after :func:`written_overlap`).
     """
     lo, hi = spans
     if not (lo.size and starts.size):

@@ -61,7 +61,7 @@ class Plan:
     groups: list[Group]
     inplace: bool
     state_dtype: Any
-    nodes: tuple[Any, ...] = field(default=())  # what rebuilds the containers: (params', states')
+    grads: list[Any] | None = None  # the gradients to step with, when some were converted
 
     def step(
         self,
@@ -71,6 +71,8 @@ class Plan:
         hyper: Any,
     ) -> tuple[list[Any], tuple[list[Any], ...]]:
         """Bind every group, then run every group; return the new leaves in order."""
+        if self.grads is not None:
+            grads = self.grads
         for group in self.groups:
             if group.step is not None and not group.bound:
                 take = group.indices
@@ -112,6 +114,7 @@ def make(
         return bulk
     groups: dict[tuple, Group] = {}
     forms: list[tuple[Any, bool]] = []
+    grads = list(grads)  # a gradient of another precision is replaced by its cast copy
     names = rule.states
     for i, p in enumerate(params):
         backend = _backend(p, path, "params", i)
@@ -119,7 +122,8 @@ def make(
         _check_leaf(backend, p, path, "params", i)
         if inplace:
             _check_writeable(backend, p, path, "params", i)
-        _check_like(grads[i], backend, device, dtype, shape, path, "grad", i, "params")
+        g = grads[i] = _in_precision(grads[i], backend, dtype)
+        _check_like(g, backend, device, dtype, shape, path, "grad", i, "params")
         try:
             avg, real = backend.state_dtypes(dtype, state_dtype, p)
         except TypeError as error:
@@ -162,7 +166,24 @@ def make(
                 inplace=inplace,
                 params=[params[i] for i in group.indices],
             )
-    return Plan(rule, list(groups.values()), inplace, state_dtype)
+    return Plan(rule, list(groups.values()), inplace, state_dtype, grads=grads)
+
+
+def _in_precision(grad: Any, backend: Any, dtype: Any) -> Any:
+    """``grad`` in the parameter's precision when it is a floating-point array of another
+    one: MATLAB computes ``single`` parameters with ``double`` gradients in single precision
+    (and the reverse in double). A complex gradient for a real parameter stays as it is, and
+    is refused by the checks that follow."""
+    try:
+        if backend_of(grad) is not backend:
+            return grad
+        if backend.describe(grad)[1] == dtype:
+            return grad
+    except (TypeError, AttributeError):
+        return grad
+    cast = getattr(backend, "cast", None)
+    converted = None if cast is None else cast(grad, dtype)
+    return grad if converted is None else converted
 
 
 def _run_order(group: Group) -> tuple[bool, bool]:

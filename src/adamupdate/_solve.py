@@ -62,19 +62,7 @@ def solve(
     return out_params, tuple(_tree.unflatten(state_node, leaves) for leaves in new_states)
 
 
-def is_empty_state(state: Any) -> bool:
-    """MATLAB's ``[]``: ``None``, an empty list or tuple, or an array with no elements."""
-    if state is None:
-        return True
-    if isinstance(state, (list, tuple)):
-        return len(state) == 0 and not hasattr(type(state), "_fields")
-    if _tree.is_table(state) or isinstance(state, dict):
-        return False
-    size = state.numel() if hasattr(state, "numel") else getattr(state, "size", None)
-    return size == 0
-
-
 def _state_leaves(node: _tree.Node, state: Any, name: str) -> list[Any]:
-    if is_empty_state(state):
+    if _tree.is_empty_state(state):
         return [None] * node.size
     return _tree.leaves_like(node, state, name, allow_empty=True)

@@ -112,6 +112,18 @@ def is_table(obj: Any) -> bool:
     return pandas is not None and isinstance(obj, pandas.DataFrame)
 
 
+def is_empty_state(state: Any) -> bool:
+    """MATLAB's ``[]``: ``None``, an empty list or tuple, or an array with no elements."""
+    if state is None:
+        return True
+    if isinstance(state, (list, tuple)):
+        return len(state) == 0 and not hasattr(type(state), "_fields")
+    if is_table(state) or isinstance(state, dict):
+        return False
+    size = state.numel() if hasattr(state, "numel") else getattr(state, "size", None)
+    return size == 0
+
+
 def _is_namedtuple(obj: Any) -> bool:
     return isinstance(obj, tuple) and hasattr(type(obj), "_fields")
 

@@ -406,8 +406,6 @@ def update_network(
     leaf (:func:`adamupdate._plan.make`); the walk over the network's modules is remembered by
     the returned averages and re-checked, module by module, on the next call.
     """
-    from ._solve import is_empty_state
-
     receipt = _receipt_of(states)
     if receipt is not None and _unchanged(net, receipt.snapshot):
         names, params, factors, snapshot = (
@@ -421,7 +419,7 @@ def update_network(
         snapshot = _snapshot(net)
     grads = _leaves(names, grad, "grad", state=False)
     state_leaves = [
-        _leaves(names, None if is_empty_state(state) else state, name, state=True)
+        _leaves(names, None if _tree.is_empty_state(state) else state, name, state=True)
         for state, name in zip(states, rule.states, strict=True)
     ]
     same = operator.is_

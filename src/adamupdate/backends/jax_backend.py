@@ -56,6 +56,15 @@ def state_dtypes(param_dtype: Any, state_dtype: Any = None, like: Any = None) ->
     return avg, np.dtype(jnp.finfo(avg).dtype)
 
 
+def cast(x: Any, dtype: Any) -> Any:
+    """A floating-point ``x`` in ``dtype``, or ``None`` when that would drop an imaginary part
+    or ``x`` is not floating point."""
+    kind = np.dtype(x.dtype).kind
+    if kind not in "fcV" or (kind == "c" and np.dtype(dtype).kind != "c"):
+        return None
+    return x.astype(dtype)
+
+
 def is_writeable(x: Any) -> bool:
     return True
 

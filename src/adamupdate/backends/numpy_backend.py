@@ -4,7 +4,8 @@ Two routes, chosen per group when it is planned:
 
 - the fused, multithreaded numba kernel (:mod:`adamupdate.kernels.numba_step`) for
   float32/float64/complex64/complex128 groups of some size when numba is installed (the
-  ``fast`` extra). A remembered step checks the arrays from their headers in compiled code;
+  ``fast`` extra). The usual group is checked in bulk from the arrays' headers in compiled
+  code (:func:`planned_in_bulk`), on every call;
 - NumPy ufuncs in cache-sized chunks for small groups (not worth importing numba for), for
   every group without numba, and for half precision (computed in float32, as MATLAB has no
   half type) or averages of another dtype.
@@ -93,6 +94,17 @@ def state_dtypes(
     if param_dtype.kind == "c" and avg.kind != "c":
         avg = np.result_type(avg, np.complex64)
     return avg, real_dtype(avg)
+
+
+def cast(x: Any, dtype: np.dtype) -> np.ndarray | None:
+    """A floating-point ``x`` in ``dtype`` (a copy), or ``None`` when that would drop an
+    imaginary part or ``x`` is not floating point."""
+    array = as_array(x)
+    if array.dtype.kind not in "fc" or (array.dtype.kind == "c" and dtype.kind != "c"):
+        return None
+    if dtype not in _SUPPORTED:
+        return None
+    return array.astype(dtype)
 
 
 def is_writeable(x: Any) -> bool:

@@ -5,8 +5,8 @@ Three routes, chosen per group when it is planned (:func:`_route`):
 - ``numba``: plain CPU tensors take the numba kernel of :mod:`adamupdate.kernels.numba_step`
   (the ``fast`` extra), walking each tensor's memory from its ``data_ptr()``: MATLAB's
   operations in MATLAB's order, bitwise equal to the NumPy route, complex included, one
-  parallel call for the whole group. A remembered step rechecks each gradient's form and every
-  buffer's address in Python (~0.5 µs a tensor) before anything is written.
+  parallel call for the whole group. The usual group is checked in bulk
+  (:func:`planned_in_bulk`), one attribute column at a time, on every call.
 - ``fused``: real CUDA groups and tensor subclasses (an FSDP2 DTensor reports its global shape,
   not what its ``data_ptr()`` holds, and dispatches to its local shard) take PyTorch's fused
   Adam kernel (``torch._fused_adam_``), which computes MATLAB's step when given
@@ -106,6 +106,16 @@ def state_dtypes(
     if param_dtype.is_complex and not avg.is_complex:
         avg = avg.to_complex()
     return avg, avg.to_real()
+
+
+def cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """A floating-point ``x`` in ``dtype`` (a copy), or ``None`` when that would drop an
+    imaginary part or ``x`` is not floating point."""
+    if not (x.is_floating_point() or x.is_complex()) or (x.is_complex() and not dtype.is_complex):
+        return None
+    if x.layout != torch.strided or dtype not in _SUPPORTED:
+        return None
+    return x.detach().to(dtype)
 
 
 def is_writeable(x: torch.Tensor) -> bool:
