@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .._memory import overlaps_itself, reads_overlap, written_overlap, written_spans
+from .._reuse import new_array
 from ..rules import Rule
 
 NAME = "numpy"
@@ -211,14 +212,15 @@ class Group:
         else:
             columns = [[None] * n for _ in range(1 + len(states))]
         dtypes = (self.dtype, *self.state_dtypes)
+        replaced = (params, *(states if not self.fresh else [[None] * n] * len(states)))
         for i, p in enumerate(params):
             shape = as_array(p).shape
-            for column, dtype in zip(columns, dtypes):
+            for column, dtype, inputs in zip(columns, dtypes, replaced):
                 if self.inplace:
                     if column[i] is None or column[i].shape != shape:
                         column[i] = np.empty(shape, dtype)
                 else:
-                    column[i] = _new(shape, dtype)
+                    column[i] = new_array(shape, dtype, inputs[i])
         return tuple(columns)
 
     def _rows(
@@ -333,11 +335,6 @@ def planned_in_bulk(
     except (AttributeError, TypeError, ValueError):  # not arrays: the per-leaf plan names it
         return None
     return step if step._bind_kernel(params, grads, states, outputs) else None
-
-
-def _new(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A new output array: never memory that anyone else can reach."""
-    return np.empty(shape, dtype)
 
 
 def _contiguous(a: np.ndarray) -> np.ndarray:

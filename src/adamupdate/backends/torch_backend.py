@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import _reuse
 from .._memory import overlaps_itself, reads_overlap, written_overlap, written_spans
 from ..rules import Rule, adam
 from ..rules.adam import StepCoefficients, torch_equivalent_epsilon
@@ -153,7 +154,11 @@ def finish(original: torch.Tensor, updated: torch.Tensor) -> torch.Tensor:
     if updated is original:
         return updated
     if isinstance(original, torch.nn.Parameter):
-        return torch.nn.Parameter(updated, requires_grad=original.requires_grad)
+        wrapped = torch.nn.Parameter(updated, requires_grad=original.requires_grad)
+        block = updated.__dict__.get(_reuse.TENSOR_ATTRIBUTE)
+        if block is not None:  # the Parameter is the output now: it carries the block
+            wrapped.__dict__[_reuse.TENSOR_ATTRIBUTE] = block
+        return wrapped
     if original.requires_grad:
         updated.requires_grad_(True)
     return updated
@@ -314,13 +319,17 @@ class Group:
         self, params: list, states: list[list], work_p: list[torch.Tensor]
     ) -> tuple[list, ...]:
         """The caller's own buffers in place (full-size ones), new ones otherwise."""
-        ps = list(params) if self.inplace else [_new_like(p, p.dtype) for p in work_p]
+        ps = list(params)
+        if not self.inplace:
+            ps = [_new_like(p, p.dtype, original) for p, original in zip(work_p, params)]
         columns = [ps]
         for column, dtype in zip(states, self.state_dtypes):
             mine = self.inplace and not self.fresh
             columns.append(
                 [
-                    column[i] if mine and column[i].shape == p.shape else _new_like(p, dtype)
+                    column[i]
+                    if mine and column[i].shape == p.shape
+                    else _new_like(p, dtype, None if self.fresh else column[i])
                     for i, p in enumerate(work_p)
                 ]
             )
@@ -476,8 +485,11 @@ def planned_in_bulk(
     if inplace and not fresh:
         outputs = (list(params), *(list(column) for column in states))
     else:
-        ps = list(params) if inplace else [new(p, dtype) for p in params]
-        outputs = (ps, *([new(p, dtype=d) for p in params] for d in wanted))
+        ps = list(params) if inplace else [new(p, dtype, p) for p in params]
+        if fresh:
+            outputs = (ps, *([new(p, d) for p in params] for d in wanted))
+        else:
+            outputs = (ps, *(list(map(new, params, [d] * n, c)) for d, c in zip(wanted, states)))
     rows = _rows(params, grads, states, outputs, fresh)
     if inplace and not fresh:  # the outputs are the inputs: their addresses were just read
         p_at, g_at, *state_at = addresses
@@ -572,26 +584,26 @@ def _rule_step(
             column[i].copy_(x)
 
 
-#: From this size on, a new CPU output takes NumPy's allocation (see :func:`_new_like`).
-_HUGE_PAGES_FROM = 1 << 22
+def _new_like(p: torch.Tensor, dtype: torch.dtype, replacing: Any = None) -> torch.Tensor:
+    """A new output laid out as ``p``, replacing the input ``replacing``: never memory that
+    anyone else can reach.
 
-
-def _new_like(p: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A new output laid out as ``p``: never memory that anyone else can reach.
-
-    A large contiguous CPU output is allocated by NumPy, which asks Linux for transparent huge
-    pages (``madvise``); PyTorch's CPU allocator does not, and then the step's first touch of
-    each 4 KiB page costs more than the step itself (~3x on a 64 MiB tensor here). The tensor
-    owns its NumPy buffer; nothing else refers to it.
+    A large contiguous CPU output lives in a block of :mod:`adamupdate._reuse` (made by NumPy,
+    which asks Linux for transparent huge pages; PyTorch's CPU allocator does not, and then the
+    step's first touch of each 4 KiB page costs more than the step itself), which may be the
+    block of an earlier output that nothing refers to any more.
     """
     numpy_dtype = _NUMPY_DTYPES.get(dtype)
     if (
         numpy_dtype is not None
         and p.is_cpu
-        and p.numel() * dtype.itemsize >= _HUGE_PAGES_FROM
+        and p.numel() * dtype.itemsize >= _reuse.MIN_BYTES
         and p.is_contiguous()
     ):
-        return torch.from_numpy(np.empty(tuple(p.shape), numpy_dtype))
+        array = _reuse.new_array(tuple(p.shape), numpy_dtype, replacing)
+        tensor = torch.from_numpy(array)
+        tensor.__dict__[_reuse.TENSOR_ATTRIBUTE] = array.base
+        return tensor
     return torch.empty_like(p, dtype=dtype)
 
 
