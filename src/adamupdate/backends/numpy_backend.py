@@ -18,7 +18,6 @@ divided by a real one divides both), on their real views.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from .._memory import overlaps_itself, reads_overlap, written_overlap, written_spans
 from .._reuse import new_array
+from ..kernels import numba_kernel, numba_kernel_ready
 from ..rules import Rule
 
 NAME = "numpy"
@@ -167,7 +167,7 @@ class Group:
             and all(type(p) is np.ndarray for p in params)
             and _worth(params)
         ):
-            self.kernel = _fast_kernel()
+            self.kernel = numba_kernel()
         # The kernel's seven rows: p, g, two states, p out, two states out (a rule with one
         # state repeats it); the dtype of each.
         pair = (*self.state_dtypes, *self.state_dtypes)[:2]
@@ -372,17 +372,7 @@ def _worth(params: Sequence[np.ndarray]) -> bool:
     until something else has loaded it. Both routes give the same bits."""
     if len(params) >= _FUSE_ABOVE_ARRAYS or sum(p.size for p in params) >= _FUSE_ABOVE_ELEMENTS:
         return True
-    loaded = sys.modules.get("adamupdate.kernels.numba_step")
-    return loaded is not None and bool(loaded._state.get("ok"))
-
-
-def _fast_kernel() -> Any:
-    """The numba kernel module when numba is installed, else ``None`` (NumPy ufuncs)."""
-    try:
-        from ..kernels import numba_step
-    except ImportError:
-        return None
-    return numba_step if numba_step.available() else None
+    return numba_kernel_ready()
 
 
 def _full(state: Any, param: Any) -> np.ndarray:

@@ -33,6 +33,7 @@ import torch
 
 from .. import _reuse
 from .._memory import overlaps_itself, reads_overlap, written_overlap, written_spans
+from ..kernels import numba_kernel
 from ..rules import Rule, adam
 from ..rules.adam import StepCoefficients, torch_equivalent_epsilon
 
@@ -239,9 +240,7 @@ def _sharded(locals_: list, params: list, originals: list) -> list:
 
 
 def _numba() -> Any:
-    from .numpy_backend import _fast_kernel
-
-    return _fast_kernel()
+    return numba_kernel()
 
 
 class Group:

@@ -95,6 +95,11 @@ def available() -> bool:
     return bool(_state["ok"])
 
 
+def built() -> bool:
+    """True when the kernels are already built in this process (imports nothing)."""
+    return bool(_state.get("ok"))
+
+
 def supports(dtype: Any) -> bool:
     """True when ``dtype`` (of ``params``; complex states: ``avg_sq_grad`` is real) is covered."""
     try:
