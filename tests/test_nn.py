@@ -450,7 +450,7 @@ def _bad_dict(kind: str, net: Net):
         grads["fc.bias"] = torch.zeros(4)
         return grads, ["fc", "bias"]
     if kind == "wrong dtype":
-        grads["fc.bias"] = grads["fc.bias"].double()
+        grads["fc.bias"] = grads["fc.bias"].to(torch.int32)  # another float one is converted
         return grads, ["fc", "bias"]
     if kind == "numpy leaf":
         grads["fc.bias"] = grads["fc.bias"].numpy()

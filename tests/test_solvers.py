@@ -1200,7 +1200,8 @@ def _wrong_shape(lib, grads):
 
 
 def _wrong_dtype(lib, grads):
-    return [grads[0], grads[1], lib.make(lib.to_numpy(grads[2]), "float64")]
+    """A complex gradient for a real parameter (another real precision is converted)."""
+    return [grads[0], grads[1], lib.make(lib.to_numpy(grads[2]), "complex128")]
 
 
 BAD_STRUCTURES = [
