@@ -78,6 +78,37 @@ def _ours_functional(library: str, inplace: bool) -> Factory:
     return factory
 
 
+def _ours_caller_owned(library: str) -> Factory:
+    """``adamupdate(ps, gs, ms, vs, t, inplace=True)`` with ``ms``, ``vs`` the caller's own
+    ``zeros_like`` lists and the return ignored — the habit of torch's functional optimizers
+    (issue 17, case 5): the averages never carry anything from an earlier call."""
+
+    def factory(case: Case, params: list[np.ndarray], grads: list[np.ndarray]) -> Step:
+        from adamupdate import adamupdate
+
+        if library == "torch":
+            torch = _require("torch")
+            ps = [torch.from_numpy(a.copy()) for a in params]
+            gs = [torch.from_numpy(a.copy()) for a in grads]
+            ms = [torch.zeros_like(p) for p in ps]
+            vs = [torch.zeros_like(p.real) for p in ps]
+        else:
+            ps = [a.copy() for a in params]
+            gs = [a.copy() for a in grads]
+            ms = [np.zeros_like(p) for p in ps]
+            vs = [np.zeros_like(p.real) for p in ps]
+        t = [0]
+
+        def step() -> None:
+            t[0] += 1
+            adamupdate(ps, gs, ms, vs, t[0], LR, B1, B2, EPS, inplace=True)
+
+        return step
+
+    factory.__doc__ = f"``adamupdate`` in place on {library} leaves and the caller's own states."
+    return factory
+
+
 def _ours_network(inplace: bool) -> Factory:
     """MATLAB's form: ``net, m, v = adamupdate(net, grads, m, v, t)`` on a ``torch.nn.Module``
     holding the case's tensors (one ``ParameterList``), gradients as a dict keyed by name."""
@@ -268,8 +299,10 @@ CONTENDERS: dict[str, Factory] = {
     "ours: net default": _ours_network(inplace=False),
     "ours: net inplace": _ours_network(inplace=True),
     "ours: torch inplace": _ours_functional("torch", inplace=True),
+    "ours: torch own states": _ours_caller_owned("torch"),
     "ours: torch functional": _ours_functional("torch", inplace=False),
     "ours: numpy inplace": _ours_functional("numpy", inplace=True),
+    "ours: numpy own states": _ours_caller_owned("numpy"),
     "ours: numpy functional": _ours_functional("numpy", inplace=False),
     "torch Adam fused": _torch_optim(fused=True),
     "torch Adam foreach": _torch_optim(foreach=True),
@@ -283,8 +316,10 @@ OVERHEAD = (
     "ours: net default",
     "ours: net inplace",
     "ours: torch inplace",
+    "ours: torch own states",
     "ours: torch functional",
     "ours: numpy inplace",
+    "ours: numpy own states",
     "ours: numpy functional",
     "torch Adam fused",
 )
