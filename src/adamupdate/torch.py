@@ -8,6 +8,12 @@ of the *uncorrected* second moment and both bias corrections folded into the ste
 ``inplace=True``; the optimizer keeps, for each run of parameters it updates together, the
 averages that call returned, so the plan they carry is reused and a step re-checks only what
 may have changed.
+
+It takes ``torch.optim.Adam``'s arguments and keeps its group keys (checked in
+:mod:`adamupdate._torch_options`), writes and reads checkpoints that either optimizer continues
+(:mod:`adamupdate._torch_state`), and is a deliberate graph break under ``torch.compile``. It
+uses public torch API only: ``torch.optim.Optimizer`` and ``torch.compiler.disable`` (guarded:
+without it the step is left as it is).
 """
 
 from __future__ import annotations
