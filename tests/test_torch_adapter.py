@@ -101,7 +101,7 @@ def test_compiled_training_step_gives_the_eager_result(backend):
         return loss
 
     compiled = torch.compile(train_step, backend=backend)
-    torch._dynamo.reset()
+    torch.compiler.reset()
     for _ in range(4):
         eager_loss = train_step(nets[0], optimizers[0])
         compiled_loss = compiled(nets[1], optimizers[1])

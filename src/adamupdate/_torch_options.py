@@ -75,7 +75,7 @@ def check_group(group: dict[str, Any]) -> None:
         if isinstance(beta, torch.Tensor) and beta.numel() != 1:
             raise ValueError(f"Tensor betas[{i}] must be 1-element")
         _range(f"beta parameter at index {i}", beta, lambda x: 0.0 <= x < 1.0, "in [0, 1)")
-    _range("epsilon value", group["eps"], lambda x: x > 0.0, "> 0 (MATLAB's epsilon)")
+    _range("epsilon value", group["eps"], lambda x: x > 0.0, "> 0")
     weight_decay = group.get("weight_decay", 0.0)
     _range("weight_decay value", weight_decay, lambda x: x >= 0.0, ">= 0")
     flags = {key: group.get(key, default) for key, default in FLAG_DEFAULTS.items()}
@@ -110,7 +110,7 @@ def _range(name: str, value: Any, ok: Any, kind: str) -> None:
     number = _validate._real(name, value, "a real number")
     as_float = float(number)
     if not (math.isfinite(as_float) and ok(as_float)):
-        raise ValueError(f"Invalid {name}: {_shown(value)} (must be finite and {kind})")
+        raise ValueError(f"Invalid {name}: {_shown(value)} (MATLAB's range: finite, {kind})")
 
 
 def _shown(value: Any) -> str:
