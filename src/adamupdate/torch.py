@@ -11,9 +11,9 @@ may have changed.
 
 It takes ``torch.optim.Adam``'s arguments and keeps its group keys (checked in
 :mod:`adamupdate._torch_options`), writes and reads checkpoints that either optimizer continues
-(:mod:`adamupdate._torch_state`), and is a deliberate graph break under ``torch.compile``. It
-uses public torch API only: ``torch.optim.Optimizer`` and ``torch.compiler.disable`` (guarded:
-without it the step is left as it is).
+(:mod:`adamupdate._torch_state`), and its step is a deliberate graph break under
+``torch.compile``. It uses public torch API only: ``torch.optim.Optimizer`` and
+``torch.compiler.disable`` (guarded: without it the step is left as it is).
 """
 
 from __future__ import annotations
@@ -37,15 +37,28 @@ from .network import learn_rate_factor_of
 __all__ = ["Adam"]
 
 
-def _graph_break(step: Callable) -> Callable:
-    """``step`` run eagerly under ``torch.compile``: a deliberate graph break.
+def _install_graph_break() -> None:
+    """Make :meth:`Adam.step` a deliberate graph break under ``torch.compile``; once, when the
+    first optimizer is made.
 
     The step plans in Python and runs numba or torch kernels that TorchDynamo cannot trace;
     ``torch.compiler.disable`` (public since torch 2.1) makes TorchDynamo call it as it is and
-    compile the code around it. Without ``torch.compiler`` the step is returned unchanged.
+    compile the code around it. It is installed here rather than as a decorator because it
+    imports ``torch._dynamo`` (seconds): ``torch.optim.Adam`` pays that at its first step, and
+    so do we at the first construction — before any compiled function can call the step, and
+    before ``torch.optim.Optimizer`` wraps the class's step with its hooks. Without
+    ``torch.compiler.disable`` the step is left as it is.
     """
+    global _GRAPH_BREAK
+    if _GRAPH_BREAK:
+        return
+    _GRAPH_BREAK = True
     disable = getattr(getattr(torch, "compiler", None), "disable", None)
-    return step if disable is None else disable(step)
+    if disable is not None:
+        Adam.step = disable(Adam.step)  # type: ignore[method-assign]
+
+
+_GRAPH_BREAK = False
 
 
 class Adam(torch.optim.Optimizer):
@@ -205,6 +218,7 @@ class Adam(torch.optim.Optimizer):
         _options.check_group(defaults)
         defaults["betas"] = tuple(betas)
         self._runs: dict[int, _run.GroupRun] = {}
+        _install_graph_break()
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -214,13 +228,13 @@ class Adam(torch.optim.Optimizer):
         super().add_param_group(param_group)
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # unpickling, copy.deepcopy, loading
+        _install_graph_break()
         super().__setstate__(state)
         self._runs = {}
         for group in self.param_groups:  # a state saved by an older torch or release of ours
             for key, default in _options.FLAG_DEFAULTS.items():
                 group.setdefault(key, default)
 
-    @_graph_break
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Take one step for every parameter that has a gradient.
