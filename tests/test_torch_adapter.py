@@ -105,12 +105,12 @@ def test_compiled_training_step_gives_the_eager_result(backend):
     for _ in range(4):
         eager_loss = train_step(nets[0], optimizers[0])
         compiled_loss = compiled(nets[1], optimizers[1])
-        torch.testing.assert_close(compiled_loss, eager_loss)
+        torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-4, atol=1e-6)
     for p, q in zip(nets[0].parameters(), nets[1].parameters()):
         if backend == "aot_eager":  # the same kernels: the same bits
             assert torch.equal(p, q)
         else:  # inductor fuses the forward and backward: rounding may differ there
-            torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5)
     assert int(optimizers[1].state[nets[1][0].weight]["step"]) == 4
     # MATLAB's step, not torch's: the same compiled loop with torch.optim.Adam differs.
     reference = _mlp()
@@ -118,6 +118,24 @@ def test_compiled_training_step_gives_the_eager_result(backend):
     for _ in range(4):
         train_step(reference, torch_adam)
     assert not torch.equal(reference[0].weight, nets[0][0].weight)
+
+
+def test_the_step_is_a_graph_break_so_fullgraph_refuses_it():
+    net = _mlp()
+    optimizer = Adam(net.parameters(), lr=LR)
+    for p in net.parameters():
+        p.grad = torch.ones_like(p)
+    before = [p.detach().clone() for p in net.parameters()]
+
+    def step_only():
+        optimizer.step()
+
+    torch.compiler.reset()
+    with pytest.raises(Exception, match="(?i)disable|skip"):
+        torch.compile(step_only, backend="eager", fullgraph=True)()
+    assert all(torch.equal(p, b) for p, b in zip(net.parameters(), before))
+    torch.compile(step_only, backend="eager")()  # without fullgraph: it runs, eagerly
+    assert not any(torch.equal(p, b) for p, b in zip(net.parameters(), before))
 
 
 # --- checkpoints in either direction ---------------------------------------------------------

@@ -54,8 +54,18 @@ def _install_graph_break() -> None:
         return
     _GRAPH_BREAK = True
     disable = getattr(getattr(torch, "compiler", None), "disable", None)
-    if disable is not None:
+    if disable is None:
+        return
+    try:  # torch >= 2.7 shows a reason when fullgraph=True refuses the break
+        Adam.step = disable(Adam.step, reason=_BREAK_REASON)  # type: ignore[method-assign]
+    except TypeError:
         Adam.step = disable(Adam.step)  # type: ignore[method-assign]
+
+
+_BREAK_REASON = (
+    "adamupdate.torch.Adam.step runs MATLAB's Adam step eagerly, in adamupdate's kernels: a "
+    "deliberate graph break"
+)
 
 
 _GRAPH_BREAK = False
