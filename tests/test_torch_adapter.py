@@ -131,7 +131,7 @@ def test_the_step_is_a_graph_break_so_fullgraph_refuses_it():
         optimizer.step()
 
     torch.compiler.reset()
-    with pytest.raises(Exception, match="(?i)disable|skip"):
+    with pytest.raises(Exception, match=r"(?i)disable|skip"):
         torch.compile(step_only, backend="eager", fullgraph=True)()
     assert all(torch.equal(p, b) for p, b in zip(net.parameters(), before))
     torch.compile(step_only, backend="eager")()  # without fullgraph: it runs, eagerly
