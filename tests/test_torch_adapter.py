@@ -212,6 +212,29 @@ def test_ours_continues_from_torch_optim_adam(dtype):
         assert int(ours.state[q]["step"]) == 4
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_checkpoints_of_torchs_fused_route_both_ways(dtype):
+    # torch's fused route keeps float32 step tensors beside the parameters; the flag travels.
+    params = _params(dtype)
+    grads = _grads(params, 6)
+    theirs = torch.optim.Adam(params, lr=LR, fused=True)
+    _train(theirs, params, grads[:2])
+    ours_params = _clone(params)
+    ours = Adam(ours_params, lr=LR)
+    ours.load_state_dict(theirs.state_dict())
+    assert ours.param_groups[0]["fused"] is True
+    _train(ours, ours_params, grads[2:4])
+    assert all(int(ours.state[q]["step"]) == 4 for q in ours_params)
+    back_params = _clone(ours_params)
+    back = torch.optim.Adam(back_params, lr=LR, fused=True)
+    back.load_state_dict(ours.state_dict())
+    _train(back, back_params, grads[4:])
+    for q in back_params:
+        assert int(back.state[q]["step"]) == 6
+        assert back.state[q]["exp_avg"].dtype == q.dtype  # torch's own layout again
+        assert torch.isfinite(q.float()).all()
+
+
 @pytest.mark.parametrize("dtype", ["complex64", "float16"])
 def test_our_checkpoint_resumes_bitwise(dtype):
     params = _params(dtype)
