@@ -8,17 +8,20 @@ of the *uncorrected* second moment and both bias corrections folded into the ste
 ``inplace=True``; the optimizer keeps, for each run of parameters it updates together, the
 averages that call returned, so the plan they carry is reused and a step re-checks only what
 may have changed.
+
+It takes ``torch.optim.Adam``'s arguments and keeps its group keys (checked in
+:mod:`adamupdate._torch_options`), writes and reads checkpoints that either optimizer continues
+(:mod:`adamupdate._torch_state`), and its step is a deliberate graph break under
+``torch.compile``. It uses public torch API only: ``torch.optim.Optimizer`` and
+``torch.compiler.disable`` (guarded: without it the step is left as it is).
 """
 
 from __future__ import annotations
 
 import itertools
-import math
-import operator
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._api import adamupdate
 from ._extras import require
 
 if TYPE_CHECKING:
@@ -26,18 +29,46 @@ if TYPE_CHECKING:
 else:
     torch = require("torch", "torch", "adamupdate.torch")
 
-from . import _validate
+from . import _torch_options as _options
+from . import _torch_run as _run
+from . import _torch_state as _state
 from .network import learn_rate_factor_of
 
 __all__ = ["Adam"]
 
-_EXP_AVG = operator.itemgetter("exp_avg")
-_EXP_AVG_SQ = operator.itemgetter("exp_avg_sq")
-_STEP = operator.itemgetter("step")
 
-# Steps are counted in float64, where every count a run can reach is exact (float32, torch's
-# default, stops counting at 2**24). torch.optim.Adam steps from such a count as well.
-_STEP_DTYPE = torch.float64
+def _install_graph_break() -> None:
+    """Make :meth:`Adam.step` a deliberate graph break under ``torch.compile``; once, when the
+    first optimizer is made.
+
+    The step plans in Python and runs numba or torch kernels that TorchDynamo cannot trace;
+    ``torch.compiler.disable`` (public since torch 2.1) makes TorchDynamo call it as it is and
+    compile the code around it. It is installed here rather than as a decorator because it
+    imports ``torch._dynamo`` (seconds): ``torch.optim.Adam`` pays that at its first step, and
+    so do we at the first construction — before any compiled function can call the step, and
+    before ``torch.optim.Optimizer`` wraps the class's step with its hooks. Without
+    ``torch.compiler.disable`` the step is left as it is.
+    """
+    global _GRAPH_BREAK
+    if _GRAPH_BREAK:
+        return
+    _GRAPH_BREAK = True
+    disable = getattr(getattr(torch, "compiler", None), "disable", None)
+    if disable is None:
+        return
+    try:  # torch >= 2.7 shows a reason when fullgraph=True refuses the break
+        Adam.step = disable(Adam.step, reason=_BREAK_REASON)  # type: ignore[method-assign]
+    except TypeError:
+        Adam.step = disable(Adam.step)  # type: ignore[method-assign]
+
+
+_BREAK_REASON = (
+    "adamupdate.torch.Adam.step runs MATLAB's Adam step eagerly, in adamupdate's kernels: a "
+    "deliberate graph break"
+)
+
+
+_GRAPH_BREAK = False
 
 
 class Adam(torch.optim.Optimizer):
@@ -61,26 +92,53 @@ class Adam(torch.optim.Optimizer):
     :math:`\epsilon/\sqrt{1-\beta_2^t}`. Complex parameters keep :math:`v` real,
     :math:`|g|^2 = g\bar g` (PyTorch's Adam treats real and imaginary parts as separate reals).
 
+    With ``weight_decay`` :math:`\lambda` or ``maximize``, :math:`g` above is the gradient
+    ``torch.optim.Adam`` forms too: :math:`\pm g_{\text{grad}} + \lambda p` (MATLAB's
+    ``L2Regularization``).
+
     Parameters
     ----------
     params
-        Parameters, or parameter groups (dicts with ``"params"`` and any of ``lr``, ``betas``,
-        ``eps``), as for any ``torch.optim`` optimizer.
+        Parameters (or ``(name, parameter)`` pairs), or parameter groups (dicts with
+        ``"params"`` and any of the options below), as for any ``torch.optim`` optimizer.
     lr
-        Learning rate :math:`\alpha \ge 0` (default 0.001). Read from each group at every step,
-        so learning-rate schedulers work.
+        Learning rate :math:`\alpha \ge 0` (default 0.001), a number or a one-element tensor.
+        Read from each group at every step, so learning-rate schedulers work.
     betas
         :math:`(\beta_1, \beta_2)`, each in [0, 1): MATLAB's ``GradientDecayFactor`` and
-        ``SquaredGradientDecayFactor`` (default (0.9, 0.999)).
+        ``SquaredGradientDecayFactor`` (default (0.9, 0.999)). Both numbers or both one-element
+        tensors, as ``torch.optim.Adam`` requires.
     eps
         :math:`\epsilon > 0`, added to :math:`\sqrt{v}` (default 1e-8).
+    weight_decay
+        :math:`\lambda \ge 0`, MATLAB's ``L2Regularization`` (default 0): the step takes
+        :math:`g + \lambda p`, which is also ``torch.optim.Adam``'s ``weight_decay``.
+    amsgrad
+        Only ``False``: MATLAB's ``adamupdate`` has no AMSGrad.
+    foreach, fused, capturable
+        Accepted and kept in the groups (so ``torch.optim.Adam`` continues from our
+        ``state_dict()`` on the route it was given); they choose torch's implementation, not
+        its mathematics, and change nothing here: the engine picks its kernel itself.
+        ``capturable=True`` does *not* make this step capturable in a CUDA graph (the step
+        reads its count on the host). ``fused=True`` with ``foreach=True`` is torch's
+        ``RuntimeError``.
+    maximize
+        Ascend the objective: the step takes :math:`-g` (default ``False``).
+    differentiable
+        Only ``False``: the step runs outside autograd and cannot be differentiated through.
+    decoupled_weight_decay
+        Only ``False``: AdamW's decoupled decay is not MATLAB's ``L2Regularization``.
 
     Raises
     ------
-    TypeError, ValueError
-        For a hyper-parameter that is not a finite number in its range (here and in
-        :meth:`add_param_group`), naming it; at a step, as :func:`adamupdate.adamupdate`
-        raises for a gradient that does not match its parameter.
+    TypeError, ValueError, RuntimeError
+        For an option ``torch.optim.Adam`` refuses, its error type and message ("Invalid
+        learning rate: -0.1 ...", "Tensor lr must be 1-element", "betas must be either both
+        floats or both Tensors", ...); also for a non-finite value or ``eps <= 0`` (MATLAB's
+        ranges), and a ``ValueError`` saying why for ``amsgrad``, ``differentiable`` or
+        ``decoupled_weight_decay`` set ``True`` — here, in :meth:`add_param_group` and in
+        :meth:`load_state_dict` (for a saved group, before anything changes). At a step, as
+        :func:`adamupdate.adamupdate` raises for a gradient that does not match its parameter.
 
     Notes
     -----
@@ -92,14 +150,18 @@ class Adam(torch.optim.Optimizer):
     - Each parameter counts its own steps (``state[p]["step"]``, MATLAB's ``iteration``): one
       first updated later starts at 1; one skipped or frozen for a while resumes its own count.
     - ``state_dict()`` holds, per parameter, ``step`` (a float64 tensor), ``exp_avg`` (m) and
-      ``exp_avg_sq`` (v) — ``torch.optim.Adam``'s names and meanings — and
-      :meth:`load_state_dict` resumes a run bitwise. Averages of float16/bfloat16 parameters
-      are float32 (as :func:`adamupdate.adamupdate` keeps them) and are loaded as float32.
+      ``exp_avg_sq`` (v) — ``torch.optim.Adam``'s names and meanings — and each group carries
+      every option ``torch.optim.Adam`` reads, so either optimizer continues from the other's
+      checkpoint. :meth:`load_state_dict` resumes our own run bitwise. Averages of
+      float16/bfloat16 parameters are float32 (as :func:`adamupdate.adamupdate` keeps them;
+      torch's are converted on load). A complex parameter's real :math:`v` is saved in torch's
+      complex layout and converted back on load (see :mod:`adamupdate._torch_state`).
+    - ``torch.compile``: a compiled function that calls :meth:`step` compiles; the step
+      itself is a deliberate graph break (``torch.compiler.disable``) and runs eagerly, with
+      the same result as without compiling. ``fullgraph=True`` therefore refuses it.
     - Parameters updated together — same group, learn-rate factor and step count — are one
       :func:`adamupdate.adamupdate` call; each call completes or changes nothing, but an error
       in a later group leaves earlier groups stepped, as in ``torch.optim``.
-    - No ``weight_decay``, ``amsgrad``, ``maximize``, ``foreach`` or ``fused`` options: MATLAB's
-      ``adamupdate`` has none, and the engine picks its kernel itself.
 
     Examples
     --------
@@ -137,28 +199,58 @@ class Adam(torch.optim.Optimizer):
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-        lr: float = 0.001,
-        betas: tuple[float, float] = (0.9, 0.999),
+        lr: float | torch.Tensor = 0.001,
+        betas: tuple[float | torch.Tensor, float | torch.Tensor] = (0.9, 0.999),
         eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
     ) -> None:
-        _check_hyperparameters(lr, betas, eps)
-        self._runs: dict[int, _GroupRun] = {}
-        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps})
+        defaults: dict[str, Any] = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "maximize": maximize,
+            "foreach": foreach,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "fused": fused,
+            "decoupled_weight_decay": decoupled_weight_decay,
+        }
+        _options.check_group(defaults)
+        defaults["betas"] = tuple(betas)
+        self._runs: dict[int, _run.GroupRun] = {}
+        _install_graph_break()
+        super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a parameter group; its ``lr``, ``betas`` and ``eps`` are checked first."""
+        """Add a parameter group; its options are checked first, as in the constructor."""
         if isinstance(param_group, dict):
-            given = {**self.defaults, **param_group}
-            _check_hyperparameters(given["lr"], given["betas"], given["eps"])
+            _options.check_group({**self.defaults, **param_group})
         super().add_param_group(param_group)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:  # unpickling, copy.deepcopy
+    def __setstate__(self, state: dict[str, Any]) -> None:  # unpickling, copy.deepcopy, loading
+        _install_graph_break()
         super().__setstate__(state)
         self._runs = {}
+        for group in self.param_groups:  # a state saved by an older torch or release of ours
+            for key, default in _options.FLAG_DEFAULTS.items():
+                group.setdefault(key, default)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Take one step for every parameter that has a gradient.
+
+        Under ``torch.compile`` this call is a deliberate graph break: it runs eagerly (see
+        the class's notes), and the code around it is compiled.
 
         Parameters
         ----------
@@ -177,27 +269,46 @@ class Adam(torch.optim.Optimizer):
             self._step_group(index, group)
         return loss
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a ``state_dict()`` (also one saved by ``torch.optim.Adam``) to resume a run.
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's state, which ``torch.optim.Adam`` also continues from.
 
-        ``torch.optim.Optimizer`` casts floating-point state to its parameter's dtype; the
-        float32 averages of a float16/bfloat16 parameter are kept float32 instead.
+        As ``torch.optim.Optimizer.state_dict`` gives it, except that the squared average of a
+        complex parameter is written in ``torch.optim.Adam``'s layout (a complex tensor; see
+        :mod:`adamupdate._torch_state`), which :meth:`load_state_dict` converts back exactly.
         """
+        saved = super().state_dict()
+        params = itertools.chain.from_iterable(g["params"] for g in self.param_groups)
+        ids = itertools.chain.from_iterable(g["params"] for g in saved["param_groups"])
+        state = saved["state"]
+        for param, param_id in zip(params, ids):
+            if param.is_complex() and param_id in state:
+                state[param_id] = _state.to_torch(param, state[param_id])
+        return saved
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a ``state_dict()``, ours or one saved by ``torch.optim.Adam``, to resume a run.
+
+        Every saved group's options are checked first (an AMSGrad state, say, is refused and
+        nothing changes). Averages are converted to what the step keeps: float32 for
+        float16/bfloat16 parameters (``torch.optim.Optimizer`` would cast them to the
+        parameter's dtype), and a real squared average for complex parameters (the sum of the
+        real and imaginary parts of torch's; see :mod:`adamupdate._torch_state`).
+        """
+        for group in state_dict["param_groups"]:
+            _options.check_group({**self.defaults, **group})
         super().load_state_dict(state_dict)
         self._runs = {}
         saved = state_dict["state"]
         ids = itertools.chain.from_iterable(g["params"] for g in state_dict["param_groups"])
         params = itertools.chain.from_iterable(g["params"] for g in self.param_groups)
         for param_id, param in zip(ids, params):
+            entry, state = saved.get(param_id), self.state.get(param)
+            if not entry or state is None:
+                continue
             for key in ("exp_avg", "exp_avg_sq"):
-                value = saved.get(param_id, {}).get(key)
-                state = self.state.get(param)
-                if (
-                    isinstance(value, torch.Tensor)
-                    and state is not None
-                    and state[key].dtype != value.dtype
-                ):
-                    state[key] = value.to(device=param.device)
+                value = entry.get(key)
+                if isinstance(value, torch.Tensor):
+                    state[key] = _state.to_ours(param, key, value)
 
     # --- the step -------------------------------------------------------------------------
 
@@ -206,127 +317,12 @@ class Adam(torch.optim.Optimizer):
         factors = [learn_rate_factor_of(p) for p in active]
         run = self._runs.get(index)
         if run is None or not run.fits(active, factors, self.state):
-            run = self._runs[index] = _GroupRun.plan(active, factors, self.state)
-        lr = group["lr"]
-        if isinstance(lr, torch.Tensor):
-            lr = lr.item()
-        beta1, beta2 = group["betas"]
+            run = self._runs[index] = _run.GroupRun.plan(active, factors, self.state)
+        lr = _options.scalar(group["lr"])
+        beta1, beta2 = map(_options.scalar, group["betas"])
+        eps = _options.scalar(group["eps"])
+        weight_decay = _options.scalar(group.get("weight_decay", 0.0))
+        maximize = bool(group.get("maximize", False))
         for bucket in run.buckets:
-            bucket.step(self.state, lr, beta1, beta2, group["eps"])
-
-
-class _Bucket:
-    """Parameters of one group with the same learn-rate factor and step count: one
-    :func:`adamupdate.adamupdate` call, whose returned averages (and their plan) are kept."""
-
-    __slots__ = ("_counts", "avg_grad", "avg_sq_grad", "count", "factor", "params", "steps")
-
-    def __init__(self, params: list, factor: float, count: int, state: dict) -> None:
-        self.params, self.factor, self.count = params, factor, count
-        if count == 0:  # first update: MATLAB's empty averages
-            self.avg_grad = self.avg_sq_grad = None
-            self.steps: list = []
-        else:
-            self.avg_grad = [state[p]["exp_avg"] for p in params]
-            self.avg_sq_grad = [state[p]["exp_avg_sq"] for p in params]
-            self._count_from(count)
-            for p, t in zip(params, self.steps):
-                state[p]["step"] = t
-
-    def _count_from(self, count: int) -> None:
-        """Every parameter's ``step`` tensor as a view into one buffer: one ``add_`` counts
-        the whole bucket's step."""
-        self._counts = torch.full((len(self.params),), float(count), dtype=_STEP_DTYPE)
-        self.steps = list(self._counts.unbind())
-
-    def current(self, state: dict) -> bool:
-        """Whether the optimizer's state still holds this bucket's very tensors."""
-        if self.avg_grad is None or self.avg_sq_grad is None:
-            return False  # not stepped yet
-        try:
-            entries = list(map(state.__getitem__, self.params))
-            return (
-                all(map(operator.is_, map(_EXP_AVG, entries), self.avg_grad))
-                and all(map(operator.is_, map(_EXP_AVG_SQ, entries), self.avg_sq_grad))
-                and all(map(operator.is_, map(_STEP, entries), self.steps))
-            )
-        except (KeyError, TypeError):
-            return False
-
-    def step(self, state: dict, lr: float, beta1: float, beta2: float, eps: float) -> None:
-        before_avg, before_sq = self.avg_grad, self.avg_sq_grad
-        iteration = self.count + 1
-        _, self.avg_grad, self.avg_sq_grad = adamupdate(
-            self.params,
-            [p.grad for p in self.params],
-            self.avg_grad,
-            self.avg_sq_grad,
-            iteration,
-            lr * self.factor,
-            beta1,
-            beta2,
-            eps,
-            inplace=True,
-        )
-        self.count = iteration
-        if self.steps:
-            self._counts.add_(1.0)
-        else:
-            self._count_from(iteration)
-        if self.avg_grad is not before_avg or self.avg_sq_grad is not before_sq:
-            # New containers (a first step's new averages, or a new plan): the state must hold
-            # their very tensors.
-            for p, t, m, v in zip(self.params, self.steps, self.avg_grad, self.avg_sq_grad):
-                s = state[p]
-                s["step"], s["exp_avg"], s["exp_avg_sq"] = t, m, v
-
-
-class _GroupRun:
-    """How one parameter group was last stepped: which parameters had gradients, their
-    learn-rate factors, and the buckets that updated them."""
-
-    __slots__ = ("active", "buckets", "factors")
-
-    def __init__(self, active: list, factors: list[float], buckets: list[_Bucket]) -> None:
-        self.active, self.factors, self.buckets = active, factors, buckets
-
-    @classmethod
-    def plan(cls, active: list, factors: list[float], state: dict) -> _GroupRun:
-        buckets: dict[tuple[float, int], list] = {}
-        for p, factor in zip(active, factors):
-            if factor == 0.0:
-                continue  # frozen: the parameter and its state stay as they are
-            s = state.get(p)
-            count = _count(s["step"]) if s else 0
-            buckets.setdefault((factor, count), []).append(p)
-        return cls(
-            active,
-            factors,
-            [_Bucket(ps, factor, count, state) for (factor, count), ps in buckets.items()],
-        )
-
-    def fits(self, active: list, factors: list[float], state: dict) -> bool:
-        return (
-            len(active) == len(self.active)
-            and all(map(operator.is_, active, self.active))
-            and factors == self.factors
-            and all(b.current(state) for b in self.buckets)
-        )
-
-
-def _count(step: Any) -> int:
-    value = step.item() if isinstance(step, torch.Tensor) else step
-    return int(value)
-
-
-def _check_hyperparameters(lr: Any, betas: Any, eps: Any) -> None:
-    """``torch.optim.Adam``'s checks, with MATLAB's ranges: lr >= 0, betas in [0, 1), eps > 0,
-    all finite."""
-    _validate.learn_rate(lr, "lr")
-    if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
-        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    for i, beta in enumerate(betas):
-        _validate.decay(beta, f"betas[{i}]")
-    value = _validate.learn_rate(eps, "eps")
-    if not value > 0.0 or not math.isfinite(value):
-        raise ValueError(f"eps must be > 0, got {eps!r}")
+            grads = _run.gradients(bucket.params, weight_decay, maximize)
+            bucket.step(self.state, grads, lr, beta1, beta2, eps)
