@@ -63,15 +63,20 @@ def first_overlap(regions: list[Region]) -> tuple[Region, Region] | None:
 def _share(a: Region, b: Region) -> bool:
     if a.leaf is b.leaf:
         return True
-    return a.backend is b.backend and a.backend.shares_memory(a.leaf, b.leaf)
+    if a.backend is not b.backend:
+        return True  # one buffer seen by two libraries (torch.from_numpy): byte ranges decide
+    return a.backend.shares_memory(a.leaf, b.leaf)
 
 
 def written_spans(
-    addresses: np.ndarray, sizes: np.ndarray, items: tuple[int, int, int]
+    addresses: np.ndarray, sizes: np.ndarray, items: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
     """The byte ranges ``[lo, hi)`` of the buffers a kernel writes — rows 4-6 (``p, m, v``
-    outputs) of its ``(7, n)`` address table, each contiguous — sorted, empty ones left out."""
-    lo = np.concatenate([addresses[4 + r] for r in range(3)])
+    outputs) of its ``(7, n)`` address table, each contiguous — sorted, empty ones left out.
+    ``items`` has the element size of each written row: two for a rule with one state, whose
+    table repeats it in row 6."""
+    rows = range(len(items))
+    lo = np.concatenate([addresses[4 + r] for r in rows])
     hi = lo + np.concatenate([sizes * item for item in items])
     keep = hi > lo
     order = np.argsort(lo[keep], kind="stable")

@@ -10,10 +10,11 @@ Two rules make a failed call change nothing:
 - every check happens in :func:`make`, before any group is bound, and is reported by path
   (``grad['fc1'][0]: ...``);
 - :meth:`Plan.step` binds *every* group (allocations, staging copies, compilation — whatever
-  can fail) before it runs *any* (computing and writing). Groups whose run can still fail —
-  JAX executes a compiled program, which may donate the caller's buffers; PyTorch's
-  ``foreach`` ops allocate temporaries, which a GPU may refuse — run before the groups that
-  only write memory (see :func:`_run_order`).
+  can fail) before it runs *any*, and commits the results to the caller's buffers only after
+  every run has succeeded. Runs that can still fail — JAX executes a compiled program, which
+  may donate the caller's buffers; PyTorch's ``foreach`` ops and NumPy's ufuncs allocate as
+  they go — write nothing of the caller's and come before the kernels that write as they run
+  (see :func:`_run_order`).
 
 **Every call is planned from scratch**, with every check: nothing is remembered between calls,
 so nothing a caller changes between calls (a dtype view, a transposed tensor, a swapped
@@ -83,12 +84,16 @@ class Plan:
         n = len(params)
         new_params: list[Any] = [None] * n
         new_states = tuple([None] * n for _ in states)
-        for group in sorted(self.groups, key=_run_order):
+        running = [group for group in sorted(self.groups, key=_run_order) if group.step]
+        for group in running:
+            group.step.run(coefficients_for(group.factor))
+        for group in running:  # every run has succeeded: now the caller's buffers
+            group.step.commit()
+        for group in self.groups:
             if group.step is None:
                 _freeze(group, params, states, new_params, new_states)
-                continue
-            group.step.run(coefficients_for(group.factor))
-            _scatter(group, group.step.outputs(), params, grads, new_params, new_states)
+            else:
+                _scatter(group, group.step.outputs(), params, grads, new_params, new_states)
         return new_params, new_states
 
 
@@ -179,7 +184,7 @@ def _in_precision(grad: Any, backend: Any, dtype: Any) -> Any:
             return grad
         if backend.describe(grad)[1] == dtype:
             return grad
-    except (TypeError, AttributeError):
+    except (TypeError, AttributeError, RuntimeError):  # the checks that follow name it
         return grad
     cast = getattr(backend, "cast", None)
     converted = None if cast is None else cast(grad, dtype)
@@ -188,9 +193,11 @@ def _in_precision(grad: Any, backend: Any, dtype: Any) -> Any:
 
 def _run_order(group: Group) -> tuple[bool, bool]:
     """Runs that can still fail come first — JAX's (it executes a program, which donates the
-    caller's buffers in place), then those that allocate temporaries (PyTorch's ``foreach``
-    and ``fused`` ops) — so that a failure there finds nothing written by the others."""
-    return group.backend.MUTABLE, not getattr(group.step, "allocates_in_run", False)
+    caller's buffers in place), then those that compute into new arrays as they go (PyTorch's
+    ``foreach`` ops, NumPy's ufuncs, the Array API), which write nothing of the caller's
+    before :meth:`~adamupdate.backends.GroupStep.commit` — and the kernels that write as they
+    run, and cannot fail, last."""
+    return group.backend.MUTABLE, getattr(group.step, "writes_in_run", True)
 
 
 def _in_bulk(

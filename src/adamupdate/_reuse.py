@@ -15,6 +15,9 @@ predecessor, if and only if nothing but ``B`` refers to that block:
 - only blocks this library made are ever taken, never an array the caller passed in or owns;
 - a block is taken under a lock, so two threads never take the same one.
 
+Tensors find their block through a weak address book (:func:`register`), which keeps nothing
+alive; a tensor carries nothing extra, so ``torch.save`` of an output saves its values only.
+
 Nothing is kept anywhere else: when the caller drops the arrays a call returned, their blocks
 and their predecessors go with them. The cost is memory: while a loop runs, each large output
 keeps its predecessor, two generations of parameters and averages instead of one.
@@ -65,13 +68,33 @@ def block_of(array: Any) -> Memory | None:
     base = getattr(array, "base", None)
     if type(base) is Memory:
         return base
-    found = getattr(array, "__dict__", {}).get(TENSOR_ATTRIBUTE)
-    return found if type(found) is Memory else None
+    storage = getattr(array, "untyped_storage", None)
+    if storage is None:
+        return None
+    try:
+        storage = storage()
+        ref = _BY_ADDRESS.get(storage.data_ptr())
+        found = ref() if ref is not None else None
+    except (RuntimeError, TypeError):  # no storage: a tensor subclass, a meta tensor
+        return None
+    # the tensor's storage is exactly the block's memory (a block is made for one output)
+    return found if found is not None and found.nbytes == storage.nbytes() else None
 
 
-#: The attribute a tensor output carries its block in (tensors cannot say what array they
-#: were made from).
-TENSOR_ATTRIBUTE = "_adamupdate_memory"
+def register(memory: Memory) -> None:
+    """Let :func:`block_of` find ``memory`` from a tensor laid in it (a tensor cannot say
+    what array it was made from). Only a weak reference is kept, by address."""
+    address = _address(memory)
+
+    def forget(ref: weakref.ReferenceType[Memory]) -> None:
+        if _BY_ADDRESS.get(address) is ref:
+            del _BY_ADDRESS[address]
+
+    _BY_ADDRESS[address] = weakref.ref(memory, forget)
+
+
+#: Blocks that tensors are laid in, by address; weak, so an entry goes with its block.
+_BY_ADDRESS: dict[int, weakref.ReferenceType[Memory]] = {}
 
 
 def _take_previous(replaced: Memory, nbytes: int) -> Memory | None:
@@ -82,7 +105,15 @@ def _take_previous(replaced: Memory, nbytes: int) -> Memory | None:
     if spare is None or spare.nbytes != nbytes:
         return None
     # The references now: ``spare`` here and getrefcount's own argument — no array, view,
-    # tensor or buffer of its memory is alive anywhere.
-    if sys.getrefcount(spare) != 2 or weakref.getweakrefcount(spare) != 0:
+    # tensor or buffer of its memory is alive anywhere — and no weak reference but the
+    # address book's own.
+    if sys.getrefcount(spare) != 2:
+        return None
+    refs = weakref.getweakrefs(spare)
+    if refs and (len(refs) > 1 or refs[0] is not _BY_ADDRESS.get(_address(spare))):
         return None
     return spare
+
+
+def _address(memory: Memory) -> int:
+    return int(memory.__array_interface__["data"][0])

@@ -423,9 +423,13 @@ def update_network(
         for state, name in zip(states, rule.states, strict=True)
     ]
     same = operator.is_
-    ours = receipt is not None and all(
-        len(mine) == len(given) and all(map(same, mine, given))
-        for mine, given in zip(receipt.states, state_leaves)
+    ours = (
+        receipt is not None
+        and receipt.net is net
+        and all(
+            len(mine) == len(given) and all(map(same, mine, given))
+            for mine, given in zip(receipt.states, state_leaves)
+        )
     )
 
     def path(argument: str, index: int) -> str:

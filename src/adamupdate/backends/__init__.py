@@ -29,8 +29,18 @@ class GroupStep(Protocol):
         """
         ...
 
+    #: Whether :meth:`run` writes the caller's buffers (a kernel that cannot fail) rather
+    #: than computing into new arrays that :meth:`commit` writes.
+    writes_in_run: bool
+
     def run(self, c: Any) -> None:
-        """Compute the step and write the outputs; never raises."""
+        """Compute the step. A run that writes the caller's buffers cannot fail; one that can
+        fail (allocating as it goes) writes nothing of the caller's."""
+        ...
+
+    def commit(self) -> None:
+        """Write what :meth:`run` computed into the caller's buffers (after every group of
+        the call has run); never raises."""
         ...
 
     def outputs(self) -> tuple[list, tuple[list, ...]]:

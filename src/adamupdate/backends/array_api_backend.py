@@ -111,6 +111,7 @@ class Group:
         self.rule, self.state_dtypes = rule, tuple(state_dtypes)
         self.fresh, self.inplace = fresh, inplace
         self._leaves: tuple = ()
+        self._targets: tuple = ()
         self._outputs: tuple[list, tuple[list, ...]] = ([], ())
 
     def bind(self, params: list, grads: list, states: list[list]) -> None:
@@ -135,15 +136,21 @@ class Group:
             new_params.append(xp.astype(xp.broadcast_to(new_p, p.shape), p.dtype))
             for out, value, dtype in zip(new_states, new, self.state_dtypes):
                 out.append(xp.astype(xp.broadcast_to(value, p.shape), dtype))
-        if self.inplace:  # every leaf computed: now write them back
-            targets = (params, *(() if self.fresh else states))
-            for column, new_column in zip(targets, (new_params, *new_states)):
-                for j, target in enumerate(column):
-                    if tuple(target.shape) == tuple(new_column[j].shape):
-                        target[...] = new_column[j]
-                        new_column[j] = target
         self._outputs = (new_params, new_states)
+        self._targets = (params, *(() if self.fresh else states)) if self.inplace else ()
         self._leaves = ()
+
+    writes_in_run = False  # computes new arrays; :meth:`commit` writes them in place
+
+    def commit(self) -> None:
+        """In place, every leaf computed by every group: now write them back."""
+        new_params, new_states = self._outputs
+        for column, new_column in zip(self._targets, (new_params, *new_states)):
+            for j, target in enumerate(column):
+                if tuple(target.shape) == tuple(new_column[j].shape):
+                    target[...] = new_column[j]
+                    new_column[j] = target
+        self._targets = ()
 
     def outputs(self) -> tuple[list, tuple[list, ...]]:
         return self._outputs

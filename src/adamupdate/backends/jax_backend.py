@@ -11,6 +11,7 @@ group is donated, so a failure changes nothing. The call also works inside the c
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Sequence
 from functools import cache
@@ -124,8 +125,19 @@ class Group:
         step = _compiled_step(self.rule, self.fresh, donate, self.state_dtypes)
         if traced:
             self._executable = step
+            return
+        ps, gs, columns = self._args
+        leaves = [*ps, *gs, *(x for column in columns or () for x in column)]
+        key = (step, tuple(_signature(x) for x in leaves))
+        executable = _EXECUTABLES.get(key)
+        if executable is None:
+            executable = step.lower(*self._args, _scalars(self.rule)).compile()
+            _EXECUTABLES[key] = executable
+            while len(_EXECUTABLES) > _KEEP_EXECUTABLES:
+                _EXECUTABLES.popitem(last=False)
         else:
-            self._executable = step.lower(*self._args, _scalars(self.rule)).compile()
+            _EXECUTABLES.move_to_end(key)
+        self._executable = executable
 
     def run(self, c: Any) -> None:
         scalars = dataclasses.asdict(c)
@@ -135,8 +147,25 @@ class Group:
         self._outputs = (list(ps), tuple(list(column) for column in states))
         self._args = ()
 
+    writes_in_run = True  # donated buffers are consumed by the run itself
+
+    def commit(self) -> None:
+        """Nothing to write: the results are new arrays."""
+
     def outputs(self) -> tuple[list, tuple[list, ...]]:
         return self._outputs
+
+
+#: Compiled steps by (jitted function, arguments' signature): compiling in :meth:`Group.bind`
+#: (so that a failure comes before any buffer is donated) would otherwise cost every call a
+#: compilation. Programs only, no arrays; the least recently used go first.
+_EXECUTABLES: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
+_KEEP_EXECUTABLES = 64
+
+
+def _signature(x: Any) -> tuple:
+    """What a compiled program was made for: an argument's form and placement."""
+    return (tuple(x.shape), np.dtype(x.dtype), getattr(x, "weak_type", False), x.sharding)
 
 
 def _scalars(rule: Rule) -> dict[str, float]:

@@ -46,6 +46,14 @@ def _nan_is_an_answer() -> np.errstate:
     return np.errstate(invalid="ignore", divide="ignore", over="ignore")
 
 
+def _canonical(dtype: np.dtype) -> np.dtype:
+    """NumPy's own object for a built-in dtype equal to ``dtype`` (one unpickled from another
+    process is equal but not the same object, and the kernel's header check compares
+    objects), else ``dtype`` itself."""
+    own = np.dtype(dtype.char)
+    return own if own == dtype and dtype.metadata is None else dtype
+
+
 def as_array(x: Any) -> np.ndarray:
     """Scalars become 0-d arrays; MATLAB's numbers are 1x1 arrays too."""
     if type(x) is np.ndarray:
@@ -158,7 +166,8 @@ class Group:
         inplace: bool,
         params: list[Any],
     ) -> None:
-        self.rule, self.dtype, self.state_dtypes = rule, dtype, tuple(state_dtypes)
+        self.rule, self.dtype = rule, _canonical(dtype)
+        self.state_dtypes = tuple(map(_canonical, state_dtypes))
         self.fresh, self.inplace = fresh, inplace
         self.kernel: Any = None  # the numba kernel module, when it takes this group
         if (
@@ -172,7 +181,8 @@ class Group:
         # state repeats it); the dtype of each.
         pair = (*self.state_dtypes, *self.state_dtypes)[:2]
         self._row_dtypes = (dtype, dtype, *pair, dtype, *pair)
-        self._items = (dtype.itemsize, pair[0].itemsize, pair[1].itemsize)
+        # what the kernel writes: p and each state once (a rule with one state repeats it)
+        self._items = (dtype.itemsize, *(d.itemsize for d in self.state_dtypes))
         self._originals: tuple[list, ...] = ()
         self._outputs: tuple[list, ...] = ()
         self._table: tuple[np.ndarray, np.ndarray] | None = None
@@ -284,19 +294,31 @@ class Group:
 
     # -- running ---------------------------------------------------------------------------
 
+    @property
+    def writes_in_run(self) -> bool:
+        """The kernel writes its outputs as it runs (and cannot fail); the ufuncs compute
+        into new arrays, written by :meth:`commit`."""
+        return self.kernel is not None
+
     def run(self, c: Any) -> None:
         if self._table is not None:
             addresses, sizes = self._table
             self.kernel.run(addresses, sizes, self.dtype, self.fresh, c, self.rule.kernel)
-            for target, temp in self._write_back:
-                np.copyto(target, temp)
-            self._table, self._keep = None, ()
+            self._table = None
         else:
             with _nan_is_an_answer():
                 for leaf in self._leaves:
-                    _ufunc_leaf(self.rule, *leaf, c)
+                    p_out, states_out = leaf[3], leaf[4]
+                    results = _ufunc_leaf(self.rule, *leaf, c)
+                    self._write_back += zip((p_out, *states_out), results)
             self._leaves = []
         self._originals = ()
+
+    def commit(self) -> None:
+        for target, result in self._write_back:
+            if target is not result:
+                np.copyto(target, result, casting="unsafe")
+        self._write_back, self._keep = [], ()
 
     def outputs(self) -> tuple[list, tuple[list, ...]]:
         return self._outputs[0], self._outputs[1:]
@@ -392,9 +414,10 @@ def _ufunc_leaf(
     p_out: np.ndarray,
     states_out: tuple[np.ndarray, ...],
     c: Any,
-) -> None:
+) -> list[np.ndarray]:
     """One leaf with ufuncs, in cache-sized chunks, in the precision of the states (float32 for
-    half precision); complex arrays as pairs of reals (see :mod:`adamupdate.rules`)."""
+    half precision); complex arrays as pairs of reals (see :mod:`adamupdate.rules`). Returns
+    the new arrays for ``p_out`` and ``states_out``, which are not written here."""
     compute = np.result_type(np.float32 if p.dtype == _HALF else p.dtype, *states_out)
     real = real_dtype(compute)
     pairs = compute.kind == "c"
@@ -427,6 +450,4 @@ def _ufunc_leaf(
         )
         for out, value in zip(outs, new):
             out[chunk] = value
-    for target, result in zip((p_out, *states_out), results):
-        if target is not result:
-            np.copyto(target, result, casting="unsafe")
+    return results

@@ -71,6 +71,8 @@ def check_leaf(x: torch.Tensor) -> str | None:
         return "is a quantized tensor; adamupdate updates floating-point tensors"
     if x.device.type == "meta":
         return "is a meta tensor (it has no data); materialise it first"
+    if x._is_zerotensor():
+        return "is a ZeroTensor (it has no memory); pass torch.zeros_like(...) instead"
     if x.dtype not in _SUPPORTED:
         return (
             f"dtype {x.dtype} is not supported "
@@ -124,15 +126,28 @@ def is_writeable(x: torch.Tensor) -> bool:
     return not x.is_inference() or torch.is_inference_mode_enabled()
 
 
+def _addressable(x: torch.Tensor) -> bool:
+    """Whether ``x``'s elements are where its ``data_ptr()`` and strides say: plain tensors
+    and subclasses that keep their own memory, not DTensors (whose shape is global while
+    their memory is one shard; their overlap is their local tensors')."""
+    if type(x) in _PLAIN:
+        return True
+    dtensor = _dtensor_type()
+    return not (dtensor is not None and isinstance(x, dtensor))
+
+
 def memory(x: torch.Tensor) -> tuple[int, int] | None:
-    if type(x) not in _PLAIN or not x.numel():
+    if not x.numel() or not _addressable(x):
         return None
-    lo = x.data_ptr()
+    try:
+        lo = x.data_ptr()
+    except RuntimeError:  # a subclass without storage of its own
+        return None
     return lo, lo + _extent(x) * x.element_size()
 
 
 def internal_overlap(x: torch.Tensor) -> bool:
-    if type(x) not in _PLAIN or x.numel() < 2:
+    if x.numel() < 2 or not _addressable(x):
         return False
     return overlaps_itself(tuple(x.shape), x.stride(), 1)  # strides in elements
 
@@ -155,11 +170,7 @@ def finish(original: torch.Tensor, updated: torch.Tensor) -> torch.Tensor:
     if updated is original:
         return updated
     if isinstance(original, torch.nn.Parameter):
-        wrapped = torch.nn.Parameter(updated, requires_grad=original.requires_grad)
-        block = updated.__dict__.get(_reuse.TENSOR_ATTRIBUTE)
-        if block is not None:  # the Parameter is the output now: it carries the block
-            wrapped.__dict__[_reuse.TENSOR_ATTRIBUTE] = block
-        return wrapped
+        return torch.nn.Parameter(updated, requires_grad=original.requires_grad)
     if original.requires_grad:
         updated.requires_grad_(True)
     return updated
@@ -278,8 +289,6 @@ class Group:
         self._write_back: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._table: tuple[np.ndarray, np.ndarray] | None = None
         self._written: list[torch.Tensor] = []
-        # torch's own ops allocate temporaries while they run: the plan runs such groups first
-        self.allocates_in_run = self.route != "numba"
         self._step: torch.Tensor | None = None
         self._keep: tuple = ()  # staged copies and gradients, alive until run()
         self._shards: tuple = ()  # sharded: this call's DTensors, whose shards are stepped
@@ -334,11 +343,14 @@ class Group:
             )
         return tuple(columns)
 
-    def _staged(self, targets: list[torch.Tensor], like: list[torch.Tensor]) -> list:
-        """Targets the kernel can write directly, or temporaries copied back after the step."""
+    def _staged(
+        self, targets: list[torch.Tensor], like: list[torch.Tensor], always: bool = False
+    ) -> list:
+        """Targets the kernel can write directly, or temporaries copied back after the step
+        (``always``: temporaries for every target)."""
         out = []
         for target, p in zip(targets, like):
-            if target.stride() == p.stride() and not _is_lazy(target):
+            if not always and target.stride() == p.stride() and not _is_lazy(target):
                 out.append(target)
             else:
                 temp = torch.empty_like(p, dtype=target.dtype)
@@ -362,7 +374,7 @@ class Group:
         addresses = np.array([[t.data_ptr() for t in row] for row in rows], np.intp)
         sizes = np.array([t.numel() for t in work_p], np.intp)
         self._table = (addresses.reshape(7, len(work_p)), sizes)
-        self._written = outputs[0] if self.inplace else []
+        self._written = [t for column in outputs for t in column] if self.inplace else []
         self._keep = rows
 
     def _bind_in_place_kernel(
@@ -373,8 +385,10 @@ class Group:
         outputs: tuple[list, ...],
     ) -> None:
         """``fused`` and ``foreach`` update their buffers in place: give them the outputs,
-        holding the inputs' values."""
-        staged = [self._staged(column, work_p) for column in outputs]
+        holding the inputs' values. ``foreach`` allocates as it runs, so it may fail half-way:
+        in place it works on copies, written to the caller's buffers by :meth:`commit`."""
+        scratch = self.route == "foreach" and self.inplace
+        staged = [self._staged(column, work_p, always=scratch) for column in outputs]
         for targets, sources in zip(staged, (work_p, *work_s)):
             for target, source in zip(targets, sources or [None] * len(targets)):
                 if source is None:
@@ -411,14 +425,24 @@ class Group:
             else:
                 params, grads, states = self._work
                 _rule_step(self.rule, params, grads, states, c)
+        self._work = ()
+
+    @property
+    def writes_in_run(self) -> bool:
+        """``numba`` and ``fused`` write their outputs as they run (and cannot fail);
+        ``foreach`` works on copies in place, written by :meth:`commit`."""
+        return self.route != "foreach"
+
+    def commit(self) -> None:
+        with torch.no_grad():
             for target, temp in self._write_back:
                 target.copy_(temp)
             if self.route == "numba" and self._written:
-                # Written behind autograd's back: bump the parameters' version counters as an
-                # in-place op would, so a graph that saved one refuses a stale backward(). (The
-                # states are this step's own buffers, not inputs of anyone's graph.)
+                # Written behind autograd's back: bump the version counters of the caller's
+                # buffers as an in-place op would, so a graph that saved one refuses a stale
+                # backward().
                 torch.autograd.graph.increment_version(self._written)
-        self._work = ()
+        self._write_back, self._keep = [], ()
 
     def outputs(self) -> tuple[list, tuple[list, ...]]:
         if self.sharded:  # the shards back in their DTensors (the caller's own, in place)
@@ -498,14 +522,13 @@ def planned_in_bulk(
     else:
         table = np.array([list(map(torch.Tensor.data_ptr, row)) for row in rows], np.intp)
     if inplace:
-        pair = (*wanted, *wanted)[:2]
-        items = (dtype.itemsize, pair[0].itemsize, pair[1].itemsize)
+        items = (dtype.itemsize, *(d.itemsize for d in wanted))  # each written buffer once
         spans = written_spans(table, numels, items)
         if written_overlap(spans) or reads_overlap(spans, table[1], numels, dtype.itemsize):
             return None
     step._outputs = outputs
     step._table = (table, numels)
-    step._written = outputs[0] if inplace else []
+    step._written = [t for column in outputs for t in column] if inplace else []
     step._keep = rows
     return step
 
@@ -545,7 +568,10 @@ def _plain_contiguous(
     )
     if not np.all(ends * dtype.itemsize <= capacity):
         return None
-    return np.fromiter(map(torch.Tensor.data_ptr, column), np.intp, n)
+    addresses = np.fromiter(map(torch.Tensor.data_ptr, column), np.intp, n)
+    if not np.all(addresses | (numels == 0)):  # memory behind every element (a ZeroTensor's
+        return None  # data pointer is null)
+    return addresses
 
 
 def _rule_step(
@@ -600,9 +626,9 @@ def _new_like(p: torch.Tensor, dtype: torch.dtype, replacing: Any = None) -> tor
         and p.is_contiguous()
     ):
         array = _reuse.new_array(tuple(p.shape), numpy_dtype, replacing)
-        tensor = torch.from_numpy(array)
-        tensor.__dict__[_reuse.TENSOR_ATTRIBUTE] = array.base
-        return tensor
+        if type(array.base) is _reuse.Memory:
+            _reuse.register(array.base)
+        return torch.from_numpy(array)
     return torch.empty_like(p, dtype=dtype)
 
 

@@ -259,18 +259,25 @@ def _real_dtype(dtype: np.dtype) -> np.dtype:
     return np.empty(0, dtype).real.dtype
 
 
-_expected_cache: dict[tuple, np.ndarray] = {}
+_expected_cache: dict[tuple, tuple[np.ndarray, tuple]] = {}
 
 
 def _expected(dtype: np.dtype, squared: tuple[bool, ...] = (False, True)) -> np.ndarray:
-    """What the header check compares with: each role's dtype object, then ``ndarray``."""
-    want = _expected_cache.get((dtype, squared))
-    if want is None:
+    """What the header check compares with: each role's dtype object, then ``ndarray``.
+
+    The check compares dtype objects by identity, so the cache is keyed by the identity of
+    ``dtype`` (an equal dtype object from a pickle must not stand for NumPy's own), and keeps
+    the objects whose ids it holds alive."""
+    found = _expected_cache.get((id(dtype), squared))
+    if found is None:
         d, r = dtype, _real_dtype(dtype)
         s1, s2 = (r if sq else d for sq in squared)
-        want = np.array([id(x) for x in (d, d, s1, s2, d, s1, s2, np.ndarray)], np.intp)
-        _expected_cache[dtype, squared] = want  # the dtype objects stay referenced as keys
-    return want
+        objects = (d, d, s1, s2, d, s1, s2, np.ndarray)
+        found = _expected_cache[id(dtype), squared] = (
+            np.array([id(x) for x in objects], np.intp),
+            objects,
+        )
+    return found[0]
 
 
 def _check(dtype: Any, n: int, columns: Sequence[Sequence[Any]], fresh: bool) -> None:
