@@ -1,31 +1,28 @@
-"""The plan a call makes, carried by the averages it returns (adamupdate._plan).
+"""Every call is planned from scratch (adamupdate._plan), and a loop notices what changes.
 
-A training loop passes the returned averages back; the next call finds their plan and, when it
-is handed the very leaves the plan last produced, steps without checking them again. Every test
-here changes something such a remembered step could rely on — a leaf in its container, a
-buffer, a shape, a layout, a flag — and checks that the step notices: it is refused with the
-full path's error (naming the leaf) and changes nothing, or it computes exactly what a call
-planned from scratch computes (bit for bit) and what the float64 reference
-(tests/reference.py) computes. Plus who owns a plan (the averages, nothing module-global), that
-the cost per tensor of a remembered step does not grow with the number of tensors, and networks.
+Nothing is remembered between calls: every call checks every leaf (in bulk when it can, see
+tests/test_bulk_plan.py). Every test here changes something between the calls of a training
+loop — a leaf in its container, a buffer, a shape, a layout, a flag, a storage, a learn-rate
+factor — and checks that the next call notices: it is refused with the full path's error
+(naming the leaf) and changes nothing, or it computes exactly what a call on fresh copies
+computes (bit for bit) and what the float64 reference (tests/reference.py) computes. Plus what
+the averages are (the caller's plain containers) and that nothing keeps a discarded model
+alive. A network's averages: tests/test_network_averages.py.
 """
 
 from __future__ import annotations
 
-import copy
 import gc
 import importlib.util
 import os
-import pickle
 import subprocess
 import sys
 import weakref
-from collections import Counter
 
 import numpy as np
 import pytest
 
-from adamupdate import _plan, adamupdate
+from adamupdate import _plan, _reuse, adamupdate
 from reference import assert_matches, run
 
 N_TENSORS = 40  # enough for NumPy's kernel group (32 arrays) by itself
@@ -86,35 +83,39 @@ def _same_bits(a, b):
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
+def _same_objects(a, b):
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
 @pytest.fixture(params=list(SIZES))
 def size(request, monkeypatch):
     """How many leaves a test's calls pass, and so which route steps them (see SIZES)."""
     if request.param == "no_numba":
         from adamupdate.backends import numpy_backend
 
-        monkeypatch.setattr(numpy_backend, "_fast_kernel", lambda: None)
+        monkeypatch.setattr(numpy_backend, "numba_kernel", lambda: None)
     return request.param
 
 
 @pytest.fixture
-def makes(monkeypatch):
-    """The plans made (the number of leaves of each): adamupdate._plan.make, counted."""
-    calls = []
+def plans(monkeypatch):
+    """The plans this test's calls made (adamupdate._plan.make, watched): which route ran."""
+    made = []
     real = _plan.make
 
-    def counting(rule, params, *args, **kwargs):
-        calls.append(len(params))
-        return real(rule, params, *args, **kwargs)
+    def watched(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
 
-    monkeypatch.setattr(_plan, "make", counting)
-    return calls
+    monkeypatch.setattr(_plan, "make", watched)
+    return made
 
 
-# --- NumPy: what a remembered step must notice ---------------------------------------------------
+# --- NumPy: what each call must notice ----------------------------------------------------------
 
 
 @pytest.mark.parametrize("same_grad_objects", [True, False])
-def test_numpy_loop_with_reused_or_new_gradients(same_grad_objects, size, makes):
+def test_numpy_loop_with_reused_or_new_gradients(same_grad_objects, size, plans):
     params0, grads = problem(n=SIZES[size])
     params = [p.copy() for p in params0]
     buffers = [np.empty_like(p) for p in params]
@@ -126,34 +127,33 @@ def test_numpy_loop_with_reused_or_new_gradients(same_grad_objects, size, makes)
             g = buffers
         out, m_new, v_new = adamupdate(params, g, m, v, t, inplace=True)
         assert out is params
-        if t > 1:  # the same containers and buffers, updated where they are
-            assert m_new is m and v_new is v
+        if t > 1:  # the caller's buffers, updated where they are
+            assert _same_objects(m_new, m) and _same_objects(v_new, v)
         m, v = m_new, v_new
     check(params, m, v, expected(params0, grads))
-    assert makes == [SIZES[size]]  # planned once, remembered since
-    kernel = m._adamupdate_plan.groups[0].step.kernel  # the route it took
+    assert len(plans) == STEPS  # every call planned
+    kernel = plans[-1].groups[0].step.kernel  # the route the last step took
     if size == "no_numba":
         assert kernel is None
     elif size == "kernel" and importlib.util.find_spec("numba") is not None:
         assert kernel is not None
 
 
-def test_replacing_a_leaf_in_the_container_is_noticed(size, makes):
+def test_replacing_a_leaf_in_the_container_is_noticed(size):
     params0, grads = problem(1, n=SIZES[size])
     params = [p.copy() for p in params0]
     m = v = None
     for t, g in enumerate(grads, 1):
-        if t == 4:  # the caller swaps in a copy: the old plan's buffer must not be written
+        if t == 4:  # the caller swaps in a copy: the buffer it replaced must not be written
             old = params[1]
             params[1] = old.copy()
             frozen = old.copy()
         _, m, v = adamupdate(params, g, m, v, t, inplace=True)
     check(params, m, v, expected(params0, grads))
     assert np.array_equal(old, frozen)
-    assert len(makes) == 2
 
 
-def test_a_non_contiguous_gradient_in_a_remembered_loop(size):
+def test_a_non_contiguous_gradient_mid_loop(size):
     params0, grads = problem(2, n=SIZES[size])
     params = [p.copy() for p in params0]
     m = v = None
@@ -169,8 +169,8 @@ def test_a_non_contiguous_gradient_in_a_remembered_loop(size):
 
 @pytest.mark.parametrize("victim", ["params", "avg_grad", "avg_sq_grad"])
 def test_read_only_buffer_in_place_is_refused_and_nothing_changes(victim, size):
-    """Made read-only after the plan was made: the remembered step must notice before it
-    writes anything; once writeable again, the loop goes on correctly."""
+    """Made read-only between two calls: the next call refuses it before it writes anything;
+    once writeable again, the loop goes on correctly."""
     params0, grads = problem(3, n=SIZES[size])
     params = [p.copy() for p in params0]
     _, m, v = adamupdate(params, grads[0], None, None, 1, inplace=True)
@@ -187,24 +187,31 @@ def test_read_only_buffer_in_place_is_refused_and_nothing_changes(victim, size):
     check(params, m, v, expected(params0, grads))
 
 
-def test_a_discarded_model_is_freed_with_its_plan():
-    """Nothing module-global keeps a model, its averages, its gradients or its plan alive."""
-    for inplace in (True, False):
-        for n in SIZES.values():
-            params0, grads = problem(7, n=n)
-            params = [p.copy() for p in params0]
-            m = v = None
-            for t, g in enumerate(grads[:3], 1):
-                out, m, v = adamupdate(params, g, m, v, t, inplace=inplace)
-                params = out
-            plan = m._adamupdate_plan
-            watch = [weakref.ref(x) for x in (params[0], m[0], v[0], g[0], plan)]
-            del params, out, m, v, g, grads, plan
-            gc.collect()
-            assert [w() for w in watch] == [None] * len(watch), (inplace, n)
+@pytest.mark.parametrize("lib", LIBS)
+@pytest.mark.parametrize("inplace", [True, False], ids=["inplace", "out"])
+@pytest.mark.parametrize("elements", [7, 1 << 18], ids=["small", "large"])
+def test_nothing_holds_a_discarded_model(elements, inplace, lib):
+    """Once the caller drops a model, its averages and its gradients, they are freed: nothing
+    module-global holds them (nor, for large functional outputs, the memory blocks of
+    adamupdate._reuse they live in, or the blocks those replaced)."""
+    conv = _convert(lib)
+    params0, grads = problem(7, n=3, shape=(elements,), steps=3)
+    params = [conv(p) for p in params0]
+    m = v = g = None
+    for t in (1, 2, 3):
+        g = [conv(x) for x in grads[t - 1]]
+        params, m, v = adamupdate(params, g, m, v, t, inplace=inplace)
+    blocks = [_reuse.block_of(x) for x in (params[0], m[0], v[0])]
+    blocks += [block.__dict__.get("previous") for block in blocks if block is not None]
+    if elements == 1 << 18 and not inplace:
+        assert blocks[0] is not None  # large functional outputs do live in blocks
+    watch = [weakref.ref(x) for x in (params[0], m[0], v[0], g[0], *blocks) if x is not None]
+    del params, m, v, g, blocks
+    gc.collect()
+    assert [w() for w in watch] == [None] * len(watch)
 
 
-# --- a shape changed under the same object -----------------------------------------------------
+# --- a shape changed under the same object ----------------------------------------------------
 
 
 def _reshape(lib, leaf, shape):
@@ -228,7 +235,7 @@ def _convert(lib):
 @pytest.mark.parametrize("victim", ["params", "avg_grad", "avg_sq_grad"])
 def test_a_shape_changed_under_the_same_object_is_refused(victim, inplace, size, lib):
     """(3, 4) -> (4, 3): the same size and memory, but no longer its gradient's shape. The
-    full path refuses it, naming the leaf; a remembered step must too, changing nothing."""
+    next call refuses it, naming the leaf, and changes nothing."""
     conv = _convert(lib)
     params0, grads = problem(11, n=SIZES[size], shape=(3, 4), steps=3)
     params = [conv(p) for p in params0]
@@ -245,24 +252,26 @@ def test_a_shape_changed_under_the_same_object_is_refused(victim, inplace, size,
 
 @pytest.mark.parametrize("lib", LIBS)
 @pytest.mark.parametrize("inplace", [True, False], ids=["inplace", "out"])
-def test_a_shape_changed_everywhere_is_computed_as_the_full_path_would(inplace, size, lib):
-    """Parameter, averages and gradients all reshaped mid-loop: a consistent new problem,
-    stepped exactly as a call planned from scratch steps it."""
+def test_a_shape_changed_everywhere_is_stepped_as_new_arrays_are(inplace, size, lib):
+    """Parameter, averages and gradients all reshaped mid-loop, under the same objects: a
+    consistent new problem, stepped exactly as reshaped copies (new objects) are."""
     conv = _convert(lib)
     params0, grads = problem(12, n=SIZES[size], shape=(3, 4))
     results = []
-    for remembered in (True, False):
+    for same_objects in (True, False):
         params = [conv(p) for p in params0]
         m = v = None
         for t, g in enumerate(grads, 1):
             g = [conv(x) for x in g]
             if t >= 4:
                 g[0] = g[0].reshape(4, 3)
-            if t == 4:
+            if t == 4 and same_objects:
                 for leaf in (params[0], m[0], v[0]):
                     _reshape(lib, leaf, (4, 3))
-            if not remembered:  # plain copies carry no plan: every call is planned afresh
-                m, v = _plain_copies(lib, m), _plain_copies(lib, v)
+            elif t == 4:
+                params, m, v = (list(column) for column in (params, m, v))
+                for column in (params, m, v):
+                    column[0] = _copy(lib, column[0]).reshape(4, 3)
             params, m, v = adamupdate(params, g, m, v, t, inplace=inplace)
         assert tuple(params[0].shape) == tuple(m[0].shape) == tuple(v[0].shape) == (4, 3)
         results.append((params, m, v))
@@ -276,87 +285,62 @@ def _flat(result):
     return [x for column in result for x in column]
 
 
-# --- who owns a plan -----------------------------------------------------------------------------
+def _copy(lib, x):
+    return x.copy() if lib == "numpy" else x.clone()
+
+
+def _copies(lib, states):
+    return None if states is None else [_copy(lib, x) for x in states]
+
+
+# --- what the averages are ------------------------------------------------------------------------
+
+PLAIN = {"list": list, "tuple": tuple, "dict": dict}
 
 
 def _container(kind, leaves):
-    if kind == "list":
-        return list(leaves)
-    if kind == "tuple":
-        return tuple(leaves)
-    return {f"w{i}": x for i, x in enumerate(leaves)}
+    if kind == "dict":
+        return {f"w{i}": x for i, x in enumerate(leaves)}
+    return PLAIN[kind](leaves)
 
 
 def _values(container):
     return list(container.values()) if isinstance(container, dict) else list(container)
 
 
-@pytest.mark.parametrize("kind", ["list", "tuple", "dict"])
+@pytest.mark.parametrize("kind", list(PLAIN))
 @pytest.mark.parametrize("inplace", [True, False], ids=["inplace", "out"])
-def test_the_averages_carry_the_plan(kind, inplace, makes):
+def test_the_averages_come_back_in_the_callers_plain_containers(kind, inplace):
+    """A call's averages are of the very container type of its gradients (no subclass, nothing
+    attached); in place, they hold the caller's own buffers, updated where they are."""
     params0, grads = problem(13)
     params = _container(kind, [p.copy() for p in params0])
     m = v = None
-    plan = None
     for t, g in enumerate(grads, 1):
-        params, m, v = adamupdate(params, _container(kind, g), m, v, t, inplace=inplace)
-        for state in (m, v):
-            assert isinstance(state, {"list": list, "tuple": tuple, "dict": dict}[kind])
-            assert type(state).__mro__[1] is {"list": list, "tuple": tuple, "dict": dict}[kind]
-        plan = plan or m._adamupdate_plan
-        assert m._adamupdate_plan is plan and v._adamupdate_plan is plan
-    assert makes == [N_TENSORS]
+        out, m_new, v_new = adamupdate(params, _container(kind, g), m, v, t, inplace=inplace)
+        for state in (m_new, v_new):
+            assert type(state) is PLAIN[kind]
+            assert not hasattr(state, "_adamupdate_receipt")
+        if inplace:
+            assert out is params
+            if t > 1:
+                assert _same_objects(_values(m_new), _values(m))
+                assert _same_objects(_values(v_new), _values(v))
+        else:
+            assert type(out) is PLAIN[kind]
+        params, m, v = out, m_new, v_new
     check(_values(params), _values(m), _values(v), expected(params0, grads))
-
-
-@pytest.mark.parametrize("kind", ["list", "tuple", "dict"])
-@pytest.mark.parametrize(
-    "duplicate",
-    [copy.copy, copy.deepcopy, lambda x: pickle.loads(pickle.dumps(x))],
-    ids=["copy", "deepcopy", "pickle"],
-)
-def test_copies_of_the_averages_are_plain_and_carry_no_plan(kind, duplicate, makes):
-    plain = {"list": list, "tuple": tuple, "dict": dict}[kind]
-    params0, grads = problem(14)
-    params = _container(kind, [p.copy() for p in params0])
-    m = v = None
-    for t in (1, 2):
-        params, m, v = adamupdate(params, _container(kind, grads[t - 1]), m, v, t)
-    m2, v2 = duplicate(m), duplicate(v)
-    for state, original in ((m2, m), (v2, v)):
-        assert type(state) is plain
-        assert not hasattr(state, "_adamupdate_plan")
-        assert all(np.array_equal(a, b) for a, b in zip(_values(state), _values(original)))
-    assert len(makes) == 1
-    g = _container(kind, grads[2])
-    out_a, m_a, v_a = adamupdate(params, g, m, v, 3)  # remembered
-    assert len(makes) == 1
-    out_b, m_b, v_b = adamupdate(params, g, m2, v2, 3)  # a copy: planned from scratch
-    assert len(makes) == 2
-    assert m_b._adamupdate_plan is not m._adamupdate_plan
-    for a, b in zip(
-        _flat((_values(out_a), _values(m_a), _values(v_a))),
-        _flat((_values(out_b), _values(m_b), _values(v_b))),
-    ):
-        assert _same_bits(a, b)
-
-
-# --- a remembered loop computes what a loop planned from scratch computes ------------------
 
 
 DTYPES = ["float32", "float64", "complex64"]
 
 
-def _plain_copies(lib, states):
-    if states is None:
-        return None
-    return [x.copy() for x in states] if lib == "numpy" else [x.clone() for x in states]
-
-
 @pytest.mark.parametrize("lib", LIBS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("inplace", [True, False], ids=["inplace", "out"])
-def test_remembered_steps_equal_steps_planned_from_scratch(lib, dtype, inplace, size, makes):
+def test_a_loop_on_its_own_averages_equals_a_loop_on_copies(lib, dtype, inplace, size):
+    """Passing back the averages a call returned, or copies of them, gives the same bits, and
+    what the float64 reference gives (leaves of 0 to 2 dimensions, 20 steps)."""
     conv = _convert(lib)
     steps = 20
     rng = np.random.default_rng(15)
@@ -368,15 +352,13 @@ def test_remembered_steps_equal_steps_planned_from_scratch(lib, dtype, inplace, 
         for t in range(steps):
             grads[t].append(gs[t][0])
     finals = []
-    for remembered in (True, False):
-        del makes[:]
+    for own in (True, False):
         params = [conv(p) for p in params0]
         m = v = None
         for t, g in enumerate(grads, 1):
-            if not remembered:
-                m, v = _plain_copies(lib, m), _plain_copies(lib, v)
+            if not own:
+                m, v = _copies(lib, m), _copies(lib, v)
             params, m, v = adamupdate(params, [conv(x) for x in g], m, v, t, inplace=inplace)
-        assert len(makes) == (1 if remembered else steps)
         finals.append(_flat((params, m, v)))
     assert all(_same_bits(a, b) for a, b in zip(*finals))
     params, m, v = (finals[0][k * len(shapes) : (k + 1) * len(shapes)] for k in range(3))
@@ -384,64 +366,6 @@ def test_remembered_steps_equal_steps_planned_from_scratch(lib, dtype, inplace, 
         assert_matches(_np(p_i), w.p, w.p_bound, dtype, "params")
         assert_matches(_np(m_i), w.m, w.m_bound, dtype, "avg_grad")
         assert_matches(_np(v_i), w.v, w.v_bound, dtype, "avg_sq_grad")
-
-
-# --- the cost of a remembered step per tensor ----------------------------------------------
-
-
-def _calls_in(step, *args):
-    """Python and C function calls made by ``step(*args)`` in this thread, by function name."""
-    counts = Counter()
-
-    def profile(frame, event, arg):
-        if event == "call":
-            counts[frame.f_code.co_name] += 1
-        elif event == "c_call":
-            counts[getattr(arg, "__qualname__", repr(arg))] += 1
-
-    gc.disable()
-    sys.setprofile(profile)
-    try:
-        step(*args)
-    finally:
-        sys.setprofile(None)
-        gc.enable()
-    return counts
-
-
-def _advance(loop, t):
-    """One step of ``loop`` (a dict holding the arguments), as a training loop makes it."""
-    loop["params"], loop["m"], loop["v"] = adamupdate(
-        loop["params"], loop["grads"], loop["m"], loop["v"], t, inplace=loop["inplace"]
-    )
-
-
-#: Functions that plan a step (check and describe every leaf): a remembered step calls none.
-PLANNING = {"make", "describe", "check_leaf", "_check_like", "flatten", "leaves_like"}
-
-
-@pytest.mark.parametrize("lib", LIBS)
-@pytest.mark.parametrize("inplace", [True, False], ids=["inplace", "out"])
-def test_the_cost_per_tensor_does_not_grow_with_the_number_of_tensors(lib, inplace, makes):
-    """Counted, not timed: the calls a remembered step makes are a fixed number plus a fixed
-    number per tensor, the same for 10, 100 and 1000 tensors, and none of them plans."""
-    conv = _convert(lib)
-    totals = {}
-    for n in (10, 100, 1000):
-        del makes[:]
-        rng = np.random.default_rng(n)
-        draw = [conv(rng.standard_normal(4096).astype(np.float32)) for _ in range(2 * n)]
-        loop = {"params": draw[:n], "grads": draw[n:], "m": None, "v": None, "inplace": inplace}
-        for t in (1, 2):  # planned, then remembered once (first launches settle)
-            _advance(loop, t)
-        per_step = [_calls_in(_advance, loop, t) for t in range(3, 13)]
-        assert makes == [n]  # one plan over 12 steps
-        for counts in per_step:
-            assert counts == per_step[0], "every remembered step makes the same calls"
-            assert not PLANNING & set(counts), PLANNING & set(counts)
-        totals[n] = sum(per_step[0].values())
-    per_tensor = (totals[100] - totals[10]) / 90
-    assert totals[1000] - totals[100] == 10 * (totals[100] - totals[10]), (totals, per_tensor)
 
 
 # --- PyTorch ---------------------------------------------------------------------------------
@@ -456,7 +380,7 @@ def _torch_check(params, m, v, want):
 
 @needs_torch
 @pytest.mark.parametrize("same_grad_objects", [True, False])
-def test_torch_loop_with_reused_or_new_gradients(same_grad_objects, size, makes):
+def test_torch_loop_with_reused_or_new_gradients(same_grad_objects, size):
     params0, grads = problem(4, n=SIZES[size])
     params = [torch.tensor(p) for p in params0]
     buffers = [torch.empty_like(p) for p in params]
@@ -470,10 +394,9 @@ def test_torch_loop_with_reused_or_new_gradients(same_grad_objects, size, makes)
         out, m_new, v_new = adamupdate(params, g, m, v, t, inplace=True)
         assert out is params
         if t > 1:
-            assert m_new is m and v_new is v
+            assert _same_objects(m_new, m) and _same_objects(v_new, v)
         m, v = m_new, v_new
     _torch_check(params, m, v, expected(params0, grads))
-    assert makes == [SIZES[size]]
 
 
 @needs_torch
@@ -482,7 +405,7 @@ def test_torch_storage_swapped_under_the_same_object(size):
     params = [torch.tensor(p) for p in params0]
     m = v = None
     for t, g in enumerate(grads, 1):
-        if t == 4:  # same Python objects, new storage: remembered addresses would be dangling
+        if t == 4:  # same Python objects, new storage: the old addresses must not be written
             old = params[0].data
             for p in params:
                 p.data = p.data.clone()
@@ -524,8 +447,8 @@ def test_torch_gradient_in_another_layout(layout, when, size):
 @needs_torch
 @pytest.mark.parametrize("victim", ["avg_grad", "grad"])
 def test_torch_storage_of_another_size_under_the_same_object_is_never_walked(victim):
-    """Swapping a state's or a gradient's storage for a smaller one (same Python object) must
-    raise or compute correctly — never let the kernel read or write past the new buffer."""
+    """Swapping a state's or a gradient's storage for a smaller one (same Python object) is
+    refused, naming the leaf — the kernel never reads or writes past the new buffer."""
     n = 1 << 14
     params = [torch.zeros(n) for _ in range(N_TENSORS)]
     grads = [torch.ones(n) for _ in range(N_TENSORS)]
@@ -565,8 +488,8 @@ for victim in ("params", "avg_grad", "avg_sq_grad", "grad"):  # grad last: nothi
 @needs_torch
 def test_torch_storage_resized_under_the_same_object_is_never_walked():
     """``untyped_storage().resize_()`` keeps the tensor object and its shape but not the memory
-    behind them: a remembered step must refuse it, as the full path does, rather than read or
-    write memory the tensor no longer owns. In a child process: a failure may be a crash."""
+    behind them: the next call must refuse it rather than read or write memory the tensor no
+    longer owns. In a child process: a failure may be a crash."""
     proc = subprocess.run(
         [sys.executable, "-c", _RESIZE_SCRIPT],
         capture_output=True,
@@ -577,6 +500,36 @@ def test_torch_storage_resized_under_the_same_object_is_never_walked():
     lines = proc.stdout.splitlines()
     assert proc.returncode == 0, f"child exited with {proc.returncode} after {lines}"
     assert len(lines) == 8 and all("refused:" in line for line in lines), lines
+
+
+_SHRUNK_CAST_SCRIPT = """
+import torch
+from adamupdate import adamupdate
+params = [torch.zeros(64)]  # small: the foreach route, no numba to load in the child
+grad = torch.ones(64, dtype=torch.float64)  # converted to float32 by the call
+grad.untyped_storage().resize_(16)
+try:
+    adamupdate(params, [grad], None, None, 1)
+except (TypeError, ValueError) as error:
+    print("refused:", error)
+else:
+    print("NOT REFUSED")
+"""
+
+
+@needs_torch
+def test_torch_shrunk_gradient_of_another_precision_is_refused():
+    """A gradient of another precision whose storage has shrunk is refused as one of the
+    parameter's precision is, not converted by reading memory it no longer owns."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _SHRUNK_CAST_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("refused: grad[0]: its storage holds fewer"), proc.stdout
 
 
 @needs_torch
@@ -602,7 +555,7 @@ def test_torch_lazy_conjugate_and_negative_views_are_honoured(size):
 
 @needs_torch
 def test_torch_in_place_update_bumps_autograd_version_counters(size):
-    """Planned or remembered, an in-place step is an in-place operation to autograd."""
+    """On every route and every call, an in-place step is an in-place operation to autograd."""
     n = SIZES[size]
     params = [torch.zeros(1 << 12, requires_grad=True) for _ in range(n)]
     grads = [torch.ones(1 << 12) for _ in params]
@@ -614,83 +567,6 @@ def test_torch_in_place_update_bumps_autograd_version_counters(size):
         assert params[0]._version > version
         with pytest.raises(RuntimeError, match="modified by an inplace operation"):
             saved.backward()
-
-
-# --- networks --------------------------------------------------------------------------------
-
-
-def _net():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-
-
-def _grads(net, t):
-    from adamupdate import nn as ann
-
-    g = torch.Generator().manual_seed(t)
-    x, y = torch.randn(16, 4, generator=g), torch.randn(16, 2, generator=g)
-    loss = torch.nn.functional.mse_loss(net(x), y)
-    return ann.gradients(loss, net, form="dict")
-
-
-@needs_torch
-def test_a_network_reuses_its_plan_and_its_averages(makes):
-    net = _net()
-    params = {k: p.detach().clone() for k, p in net.named_parameters()}  # the functional twin
-    m = v = m2 = v2 = None
-    for t in range(1, 11):
-        g = _grads(net, t)
-        previous = (m, v, None, None) if m is None else (m, v, dict(m), m["0.weight"].clone())
-        result, m, v = adamupdate(net, g, m, v, t, learn_rate=0.01)
-        assert result is net
-        if t > 1:  # the same containers holding the same tensors, updated in place
-            assert m is previous[0] and v is previous[1]
-            assert all(m[k] is previous[2][k] for k in m)
-            assert not torch.equal(m["0.weight"], previous[3])
-        params, m2, v2 = adamupdate(params, g, m2, v2, t, learn_rate=0.01)
-        for k, p in net.named_parameters():
-            assert torch.equal(p.detach(), params[k]), (t, k)
-            assert torch.equal(m[k], m2[k]) and torch.equal(v[k], v2[k]), (t, k)
-    assert type(m).__mro__[1] is dict and m._adamupdate_plan is v._adamupdate_plan
-    assert len(makes) == 2  # the network's plan once, the functional twin's once
-
-
-@needs_torch
-def test_a_learn_rate_factor_changed_mid_training_takes_effect_at_once(makes):
-    """A factor set between steps applies from the next step (the plan is made again); a
-    factor 0 freezes the parameter and both its averages. Against per-parameter functional
-    calls with learn_rate * factor."""
-    from adamupdate import nn as ann
-
-    lr = 0.01
-    net = _net()
-    twin = {k: p.detach().clone() for k, p in net.named_parameters()}
-    twin_m, twin_v = dict.fromkeys(twin), dict.fromkeys(twin)
-    factors = dict.fromkeys(twin, 1.0)
-    m = v = None
-    for t in range(1, 11):
-        if t == 4:
-            ann.set_learn_rate_factor(net, "0", "weight", 0.5)
-            factors["0.weight"] = 0.5
-        if t == 7:
-            ann.set_learn_rate_factor(net, "2", "bias", 0)
-            factors["2.bias"] = 0.0
-            frozen = (net[2].bias.detach().clone(), m["2.bias"].clone(), v["2.bias"].clone())
-        g = _grads(net, t)
-        _, m, v = adamupdate(net, g, m, v, t, learn_rate=lr)
-        for k in twin:
-            if factors[k]:
-                twin[k], twin_m[k], twin_v[k] = adamupdate(
-                    twin[k], g[k], twin_m[k], twin_v[k], t, learn_rate=lr * factors[k]
-                )
-        for k, p in net.named_parameters():
-            assert torch.equal(p.detach(), twin[k]), (t, k)
-            assert torch.equal(m[k], twin_m[k]) and torch.equal(v[k], twin_v[k]), (t, k)
-    assert torch.equal(net[2].bias.detach(), frozen[0])
-    assert torch.equal(m["2.bias"], frozen[1]) and torch.equal(v["2.bias"], frozen[2])
-    assert not torch.equal(net[2].weight.detach(), _net()[2].weight.detach())
-    network_plans = [n for n in makes if n == 4]
-    assert len(network_plans) == 3  # planned at steps 1, 4 and 7, remembered otherwise
 
 
 def _env():

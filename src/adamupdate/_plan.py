@@ -119,7 +119,7 @@ def make(
         return bulk
     groups: dict[tuple, Group] = {}
     forms: list[tuple[Any, bool]] = []
-    grads = list(grads)  # a gradient of another precision is replaced by its cast copy
+    given, grads = grads, list(grads)  # a gradient of another precision: by its cast copy
     names = rule.states
     for i, p in enumerate(params):
         backend = _backend(p, path, "params", i)
@@ -127,8 +127,9 @@ def make(
         _check_leaf(backend, p, path, "params", i)
         if inplace:
             _check_writeable(backend, p, path, "params", i)
-        g = grads[i] = _in_precision(grads[i], backend, dtype)
-        _check_like(g, backend, device, dtype, shape, path, "grad", i, "params")
+        g = given[i]
+        if _check_like(g, backend, device, dtype, shape, path, "grad", i, "params", cast=True):
+            grads[i] = backend.cast(g, dtype)  # checked as it is; stepped in params' precision
         try:
             avg, real = backend.state_dtypes(dtype, state_dtype, p)
         except TypeError as error:
@@ -158,7 +159,7 @@ def make(
         group.indices.append(i)
         forms.append((dtype, fresh))
     if inplace:
-        _check_overlap(params, grads, states, names, path)
+        _check_overlap(params, given, states, names, path)
         _check_donations(params, states, names, path)
     for group in groups.values():
         if group.factor != 0.0:
@@ -172,23 +173,6 @@ def make(
                 params=[params[i] for i in group.indices],
             )
     return Plan(rule, list(groups.values()), inplace, state_dtype, grads=grads)
-
-
-def _in_precision(grad: Any, backend: Any, dtype: Any) -> Any:
-    """``grad`` in the parameter's precision when it is a floating-point array of another
-    one: MATLAB computes ``single`` parameters with ``double`` gradients in single precision
-    (and the reverse in double). A complex gradient for a real parameter stays as it is, and
-    is refused by the checks that follow."""
-    try:
-        if backend_of(grad) is not backend:
-            return grad
-        if backend.describe(grad)[1] == dtype:
-            return grad
-    except (TypeError, AttributeError, RuntimeError):  # the checks that follow name it
-        return grad
-    cast = getattr(backend, "cast", None)
-    converted = None if cast is None else cast(grad, dtype)
-    return grad if converted is None else converted
 
 
 def _run_order(group: Group) -> tuple[bool, bool]:
@@ -287,8 +271,12 @@ def _check_like(
     reference: str,
     *,
     scalar_ok: bool = False,
-) -> None:
-    """Check one gradient or average leaf against its parameter."""
+    cast: bool = False,
+) -> bool:
+    """Check one gradient or average leaf against its parameter. ``cast``: a floating-point
+    leaf of another precision is fine, and ``True`` comes back — MATLAB computes ``single``
+    parameters with ``double`` gradients in single precision (and the reverse in double);
+    a complex gradient of a real parameter is not."""
     leaf_backend = _backend(leaf, path, argument, index)
     if leaf_backend is not backend:
         raise TypeError(
@@ -298,14 +286,15 @@ def _check_like(
     _check_leaf(backend, leaf, path, argument, index)
     leaf_device, leaf_dtype, leaf_shape = leaf_backend.describe(leaf)
     if leaf_device == device and leaf_dtype == dtype and leaf_shape == shape:
-        return
+        return False
     where = path(argument, index)
     if leaf_device != device:
         raise TypeError(f"{where}: is on device {leaf_device}, params is on {device}")
     if leaf_shape != shape and not (scalar_ok and leaf_shape == ()):
         raise ValueError(f"{where}: shape {leaf_shape} does not match params {shape}")
-    if leaf_dtype != dtype:
+    if leaf_dtype != dtype and not (cast and backend.castable(leaf_dtype, dtype)):
         raise TypeError(f"{where}: dtype {leaf_dtype} does not match the {reference} {dtype}")
+    return leaf_dtype != dtype
 
 
 def _check_overlap(

@@ -62,6 +62,16 @@ def state_dtypes(param_dtype: Any, state_dtype: Any = None, like: Any = None) ->
     return avg, _real(xp, avg)
 
 
+def castable(dtype: Any, to: Any) -> bool:
+    """Gradients of another dtype are refused here: the Array API has no portable way to
+    tell a dtype's kind for every library."""
+    return False
+
+
+def cast(x: Any, dtype: Any) -> Any:
+    raise TypeError("Array-API gradients are not converted")
+
+
 def is_writeable(x: Any) -> bool:
     return True
 

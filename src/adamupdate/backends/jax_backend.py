@@ -57,12 +57,23 @@ def state_dtypes(param_dtype: Any, state_dtype: Any = None, like: Any = None) ->
     return avg, np.dtype(jnp.finfo(avg).dtype)
 
 
+def castable(dtype: Any, to: Any) -> bool:
+    """Whether a gradient of ``dtype`` may be computed as ``to`` (floating point both, no
+    imaginary part dropped)."""
+
+    def floating(d: Any) -> bool:
+        return bool(jnp.issubdtype(d, jnp.floating) or jnp.issubdtype(d, jnp.complexfloating))
+
+    complex_ = jnp.issubdtype(dtype, jnp.complexfloating)
+    return (
+        floating(dtype)
+        and floating(to)
+        and (not complex_ or jnp.issubdtype(to, jnp.complexfloating))
+    )
+
+
 def cast(x: Any, dtype: Any) -> Any:
-    """A floating-point ``x`` in ``dtype``, or ``None`` when that would drop an imaginary part
-    or ``x`` is not floating point."""
-    kind = np.dtype(x.dtype).kind
-    if kind not in "fcV" or (kind == "c" and np.dtype(dtype).kind != "c"):
-        return None
+    """``x`` in ``dtype`` (see :func:`castable`)."""
     return x.astype(dtype)
 
 

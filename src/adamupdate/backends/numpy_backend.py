@@ -105,15 +105,15 @@ def state_dtypes(
     return avg, real_dtype(avg)
 
 
-def cast(x: Any, dtype: np.dtype) -> np.ndarray | None:
-    """A floating-point ``x`` in ``dtype`` (a copy), or ``None`` when that would drop an
-    imaginary part or ``x`` is not floating point."""
-    array = as_array(x)
-    if array.dtype.kind not in "fc" or (array.dtype.kind == "c" and dtype.kind != "c"):
-        return None
-    if dtype not in _SUPPORTED:
-        return None
-    return array.astype(dtype)
+def castable(dtype: np.dtype, to: np.dtype) -> bool:
+    """Whether a gradient of ``dtype`` may be computed as ``to`` (floating point both, no
+    imaginary part dropped)."""
+    return dtype in _SUPPORTED and to in _SUPPORTED and (dtype.kind != "c" or to.kind == "c")
+
+
+def cast(x: Any, dtype: np.dtype) -> np.ndarray:
+    """``x`` in ``dtype`` (a copy; see :func:`castable`)."""
+    return as_array(x).astype(dtype)
 
 
 def is_writeable(x: Any) -> bool:

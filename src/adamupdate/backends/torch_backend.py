@@ -112,13 +112,14 @@ def state_dtypes(
     return avg, avg.to_real()
 
 
-def cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
-    """A floating-point ``x`` in ``dtype`` (a copy), or ``None`` when that would drop an
-    imaginary part or ``x`` is not floating point."""
-    if not (x.is_floating_point() or x.is_complex()) or (x.is_complex() and not dtype.is_complex):
-        return None
-    if x.layout != torch.strided or dtype not in _SUPPORTED:
-        return None
+def castable(dtype: torch.dtype, to: torch.dtype) -> bool:
+    """Whether a gradient of ``dtype`` may be computed as ``to`` (floating point both, no
+    imaginary part dropped)."""
+    return dtype in _SUPPORTED and to in _SUPPORTED and (not dtype.is_complex or to.is_complex)
+
+
+def cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` in ``dtype`` (a copy; see :func:`castable`)."""
     return x.detach().to(dtype)
 
 
