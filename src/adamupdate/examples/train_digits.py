@@ -384,6 +384,7 @@ def train(config: TrainConfig) -> TrainResult:
         units={"TestAccuracy": "%"},
         quiet=config.quiet,
         title="Training digits with adamupdate",
+        on_stop="saves",  # a stopped run saves a checkpoint (below): the Ctrl-C hint says so
     )
     monitor.set_y_scale("Loss", "log")
     if checkpoint is not None:
