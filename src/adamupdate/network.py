@@ -86,10 +86,10 @@ def _learnables_and_factors(
 
 
 def _table(names: list[str], values: list[Any]) -> Any:
-    pandas = require("pandas", "torch", "a Learnables table")
+    from ._tables import LearnablesTable, pandas  # prints values, not tensor reprs
 
     layers, parameters = zip(*(_split(name) for name in names)) if names else ((), ())
-    frame = pandas.DataFrame({"Layer": list(layers), "Parameter": list(parameters)})
+    frame = LearnablesTable({"Layer": list(layers), "Parameter": list(parameters)})
     frame["Value"] = pandas.Series(values, index=frame.index, dtype=object)
     return frame
 
