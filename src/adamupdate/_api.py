@@ -92,7 +92,11 @@ def adamupdate(
     TypeError, ValueError
         For a bad argument, naming it and, inside containers, the path of the first mismatch,
         e.g. ``grad['fc1'][0]: shape (3, 4) does not match params (4, 3)``. Nothing is changed
-        when an error is raised, also with ``inplace=True``.
+        when an error is raised, also with ``inplace=True``. A gradient that is ``None`` (a
+        parameter the loss does not use, for which PyTorch's ``p.grad`` is ``None``) is
+        refused, naming the parameter: pass zeros, as MATLAB's ``dlgradient`` and
+        :func:`~adamupdate.network.gradients` give. An unknown keyword is answered with this
+        function's name for it (``lr=`` → ``learn_rate=``, ``beta1=`` → ``grad_decay=``).
 
     Examples
     --------
