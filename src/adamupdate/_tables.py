@@ -10,12 +10,14 @@ module, which is imported only when a table is made.
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Any
 
 from ._extras import require
 
 pandas = require("pandas", "torch", "a Learnables table")
+_DataFrame: Any = pandas.DataFrame  # pandas ships no type information
 
 _SHOWN = 3  # elements shown per value
 
@@ -58,7 +60,7 @@ def _number(x: Any) -> str:
     return f"{x:.4g}"
 
 
-class LearnablesTable(pandas.DataFrame):
+class LearnablesTable(_DataFrame):
     """A DataFrame with ``Layer``, ``Parameter`` and ``Value`` columns that prints each value as
     :func:`describe` does; everything else is a ``pandas.DataFrame``'s (``Value`` holds the
     tensors themselves)."""
@@ -78,9 +80,8 @@ class LearnablesTable(pandas.DataFrame):
         return {"Value": lambda value: describe(value).ljust(width)}
 
     def __repr__(self) -> str:
-        from pandas.io.formats.format import get_dataframe_repr_params
-
-        params = get_dataframe_repr_params()
+        # The options pandas' own repr uses (display.max_rows, width, ...).
+        params = importlib.import_module("pandas.io.formats.format").get_dataframe_repr_params()
         params["max_colwidth"] = None
         text = self.to_string(formatters=self._formatters(), justify="left", **params)
         return "\n".join(line.rstrip() for line in text.splitlines())
