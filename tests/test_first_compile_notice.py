@@ -35,3 +35,15 @@ def test_a_fast_block_writes_nothing() -> None:
     for timer in live:
         timer.join(timeout=60)  # a cancelled timer ends at once, without writing
     assert stream.getvalue() == ""
+
+
+def test_notice_once_times_only_the_first_block() -> None:
+    from adamupdate import _extras
+
+    key = ("test", object())
+    first = _extras.notice_once(key, "compiling", after=3600.0)
+    second = _extras.notice_once(key, "compiling", after=3600.0)
+    assert type(first) is not type(second)
+    with first, second:
+        pass
+    assert type(_extras.notice_once(key, "compiling")).__name__ == "nullcontext"

@@ -51,3 +51,22 @@ def notice_if_slow(
         yield
     finally:
         timer.cancel()
+
+
+_NOTICED: set[object] = set()
+
+
+def notice_once(
+    key: object, message: str, after: float = 1.0
+) -> contextlib.AbstractContextManager[None]:
+    """:func:`notice_if_slow` for the first block with this ``key`` (a kernel and its dtype:
+    what numba compiles once per process); later blocks get a no-op context, which costs no
+    thread. For the kernel's first call::
+
+        with notice_once(("numba", dtype.str), f"adamupdate: compiling ... for {dtype} ..."):
+            kernel(...)
+    """
+    if key in _NOTICED:
+        return contextlib.nullcontext()
+    _NOTICED.add(key)
+    return notice_if_slow(message, after)
