@@ -555,6 +555,7 @@ def torch_route_step(route, ps, gs, ms, vs, c):
     )
     group.bind(ps, gs, [ms or [None] * n, vs or [None] * n])
     group.run(c)
+    group.commit()
     new_params, (new_m, new_v) = group.outputs()
     return new_params, new_m, new_v
 

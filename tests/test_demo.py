@@ -220,7 +220,7 @@ def test_stop_before_the_first_step_then_resume(tmp_path, capsys, monkeypatch):
     assert _checkpoint(tmp_path)["iteration"] == 4
 
 
-@pytest.mark.parametrize("epochs", [None, "2", "1"])
+@pytest.mark.parametrize("epochs", [None, "2"])
 def test_resume_of_a_finished_run_changes_nothing(straight, tmp_path, capsys, epochs):
     run = tmp_path / "run"
     shutil.copytree(straight[1], run)  # keeps the mtimes
@@ -232,6 +232,20 @@ def test_resume_of_a_finished_run_changes_nothing(straight, tmp_path, capsys, ep
     assert stdout == (
         f"adamupdate demo: run in {run} already finished 2 of 2 epochs; nothing to do — "
         "pass --epochs N with N > 2 to continue\n"
+    )
+    assert _files(run) == before
+
+
+def test_resume_with_fewer_epochs_than_done_says_so(straight, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(straight[1], run)
+    before = _files(run)
+    code, stdout, err = _run(capsys, "--resume", str(run), "--epochs", "1")
+    assert (code, err) == (0, "")
+    assert stdout == (
+        f"adamupdate demo: --epochs 1 is fewer than the 2 epochs the run in {run} has already "
+        "finished; a run is not shortened, so nothing was changed — pass --epochs N with N > 2 "
+        "to continue it\n"
     )
     assert _files(run) == before
 

@@ -158,7 +158,8 @@ def test_monitor_is_matlabs_api_over_the_recorder():
 def test_group_subplot_moves_metrics_out_of_their_own_subplots():
     monitor = TrainingProgressMonitor(metrics=["TrainLoss", "TestLoss", "Accuracy"], quiet=True)
     monitor.group_subplot("Loss", ["TrainLoss", "TestLoss"])
-    assert monitor.groups == [("Accuracy", ["Accuracy"]), ("Loss", ["TrainLoss", "TestLoss"])]
+    # MATLAB's order: the group stands where its first metric stands in `metrics`.
+    assert monitor.groups == [("Loss", ["TrainLoss", "TestLoss"]), ("Accuracy", ["Accuracy"])]
 
 
 # ----------------------------------------------------------------------------------- ETA
@@ -342,7 +343,7 @@ def test_live_view_frame_shows_values_units_and_ctrl_c_hint():
     clock = FakeClock()
     recorder = Recorder(["Loss", "Accuracy"], ["Epoch"], clock=clock, units={"Accuracy": "%"},
                         earlier_s=[30.0])  # fmt: skip
-    view = LiveView(recorder, "Digits", console=console, ctrl_c_armed=lambda: True)
+    view = LiveView(recorder, "Digits", console=console, ctrl_c_armed=lambda: True, on_stop="saves")
     try:
         for it in range(1, 5):
             clock.advance(1.0)

@@ -426,6 +426,7 @@ def test_numpy_backend_group_stages_what_the_kernel_cannot_walk(
     assert group.kernel is nk
     group.bind(params, grads, [ms, vs])
     group.run(COEF)
+    group.commit()
     new_params, (new_m, new_v) = group.outputs()
     outs = (new_params, new_m, new_v)
     if inplace:

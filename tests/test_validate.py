@@ -251,6 +251,7 @@ def test_iteration_above_float32_range_in_torch(route):
                 HP["learn_rate"], HP["grad_decay"], HP["sq_grad_decay"], HP["epsilon"], iteration
             )
         )
+        group.commit()
         results.append(group.outputs()[0][0])
     assert torch.equal(results[0], results[1])
     assert torch.equal(

@@ -3,9 +3,10 @@
 The demo is MATLAB's "Train Network Using adamupdate" example; see
 :mod:`adamupdate.examples.train_digits`. Errors in options or input files are reported in one
 line on stderr with exit code 2 (so is an ``--output`` directory that already holds a run,
-unless ``--force``); ``--resume`` of a run that already has the epochs asked for says so in one
-line, changes nothing and exits 0; Ctrl-C during training stops after the current iteration,
-saves, and exits 0. Without ``--output`` each run gets a new directory under ``runs/``.
+unless ``--force``); ``--resume`` of a run that already has the epochs asked for (or more: a
+run is never shortened) says so in one line, changes nothing and exits 0; Ctrl-C during
+training stops after the current iteration, saves, and exits 0. Without ``--output`` each run
+gets a new directory under ``runs/``.
 """
 
 from __future__ import annotations

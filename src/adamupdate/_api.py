@@ -7,9 +7,9 @@ Each validates its scalars and hands its rule (:mod:`adamupdate.rules`) to the s
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
-from . import _validate
+from . import _teach, _validate
 from ._solve import solve
 from .rules import adam, rmsprop, sgdm
 
@@ -29,6 +29,7 @@ def adamupdate(
     *,
     inplace: bool = False,
     state_dtype: Any = None,
+    **misspelt: NoReturn,
 ) -> tuple[T, Any, Any]:
     r"""Update learnable parameters with one Adam step, exactly as MATLAB's ``adamupdate``.
 
@@ -42,7 +43,7 @@ def adamupdate(
     with :math:`\beta_1` = ``grad_decay``, :math:`\beta_2` = ``sq_grad_decay``,
     :math:`\alpha` = ``learn_rate`` and :math:`t` = ``iteration``. Note that :math:`\epsilon` is
     added to :math:`\sqrt{v}`, not to the bias-corrected :math:`\sqrt{\hat v}` as in PyTorch and
-    optax (see :mod:`adamupdate._algorithm`).
+    optax (see the documentation's :doc:`numerics` page).
 
     Parameters
     ----------
@@ -91,7 +92,11 @@ def adamupdate(
     TypeError, ValueError
         For a bad argument, naming it and, inside containers, the path of the first mismatch,
         e.g. ``grad['fc1'][0]: shape (3, 4) does not match params (4, 3)``. Nothing is changed
-        when an error is raised, also with ``inplace=True``.
+        when an error is raised, also with ``inplace=True``. A gradient that is ``None`` (a
+        parameter the loss does not use, for which PyTorch's ``p.grad`` is ``None``) is
+        refused, naming the parameter: pass zeros, as MATLAB's ``dlgradient`` and
+        :func:`~adamupdate.network.gradients` give. An unknown keyword is answered with this
+        function's name for it (``lr=`` → ``learn_rate=``, ``beta1=`` → ``grad_decay=``).
 
     Examples
     --------
@@ -105,10 +110,16 @@ def adamupdate(
     >>> float(-params[0, 0, 0])  # every parameter drops by 0.05·√0.05/(√0.05 + 1e-8)
     0.04999999776393212
     """
+    if misspelt:
+        _teach.unknown_keywords(adamupdate, misspelt)
     hyper = _adam_hyperparameters(iteration, learn_rate, grad_decay, sq_grad_decay, epsilon)
-    params, (avg_grad, avg_sq_grad) = solve(
-        adam.RULE, params, grad, (avg_grad, avg_sq_grad), hyper, inplace, state_dtype
-    )
+    try:
+        params, (avg_grad, avg_sq_grad) = solve(
+            adam.RULE, params, grad, (avg_grad, avg_sq_grad), hyper, inplace, state_dtype
+        )
+    except (TypeError, ValueError):
+        _teach.explain({"params": params, "grad": grad})
+        raise
     return params, avg_grad, avg_sq_grad
 
 
@@ -139,6 +150,7 @@ def sgdmupdate(
     *,
     inplace: bool = False,
     state_dtype: Any = None,
+    **misspelt: NoReturn,
 ) -> tuple[T, Any]:
     r"""Update learnable parameters with one step of gradient descent with momentum, exactly as
     MATLAB's ``sgdmupdate``.
@@ -147,8 +159,8 @@ def sgdmupdate(
 
         v \leftarrow \gamma v - \alpha g, \qquad p \leftarrow p + v
 
-    with :math:`\gamma` = ``momentum`` and :math:`\alpha` = ``learn_rate`` (see
-    :mod:`adamupdate.rules.sgdm`, and for how ``torch.optim.SGD`` differs).
+    with :math:`\gamma` = ``momentum`` and :math:`\alpha` = ``learn_rate`` (see the
+    documentation's :doc:`solvers` page, also for how ``torch.optim.SGD`` differs).
 
     Parameters
     ----------
@@ -179,11 +191,17 @@ def sgdmupdate(
     >>> float(vel[0, 0, 0])
     -0.05
     """
+    if misspelt:
+        _teach.unknown_keywords(sgdmupdate, misspelt)
     hyper = sgdm.Hyperparameters(
         learn_rate=_validate.learn_rate(learn_rate),
         momentum=_validate.decay(momentum, "momentum"),
     )
-    params, (vel,) = solve(sgdm.RULE, params, grad, (vel,), hyper, inplace, state_dtype)
+    try:
+        params, (vel,) = solve(sgdm.RULE, params, grad, (vel,), hyper, inplace, state_dtype)
+    except (TypeError, ValueError):
+        _teach.explain({"params": params, "grad": grad})
+        raise
     return params, vel
 
 
@@ -197,6 +215,7 @@ def rmspropupdate(
     *,
     inplace: bool = False,
     state_dtype: Any = None,
+    **misspelt: NoReturn,
 ) -> tuple[T, Any]:
     r"""Update learnable parameters with one RMSProp step, exactly as MATLAB's
     ``rmspropupdate``.
@@ -206,8 +225,8 @@ def rmspropupdate(
         v \leftarrow \beta_2 v + (1-\beta_2) |g|^2, \qquad
         p \leftarrow p - \frac{\alpha\, g}{\sqrt{v} + \epsilon}
 
-    with :math:`\beta_2` = ``sq_grad_decay``, :math:`\alpha` = ``learn_rate`` (see
-    :mod:`adamupdate.rules.rmsprop`).
+    with :math:`\beta_2` = ``sq_grad_decay``, :math:`\alpha` = ``learn_rate`` (see the
+    documentation's :doc:`solvers` page).
 
     Parameters
     ----------
@@ -237,12 +256,23 @@ def rmspropupdate(
     >>> avg_sq_grad
     array([0.1, 0.1])
     """
+    if misspelt:
+        _teach.unknown_keywords(rmspropupdate, misspelt)
     hyper = rmsprop.Hyperparameters(
         learn_rate=_validate.learn_rate(learn_rate),
         sq_grad_decay=_validate.decay(sq_grad_decay, "sq_grad_decay"),
         epsilon=_validate.epsilon(epsilon),
     )
-    params, (avg_sq_grad,) = solve(
-        rmsprop.RULE, params, grad, (avg_sq_grad,), hyper, inplace, state_dtype
-    )
+    try:
+        params, (avg_sq_grad,) = solve(
+            rmsprop.RULE, params, grad, (avg_sq_grad,), hyper, inplace, state_dtype
+        )
+    except (TypeError, ValueError):
+        _teach.explain({"params": params, "grad": grad})
+        raise
     return params, avg_sq_grad
+
+
+# The **misspelt catch-all only turns a wrong keyword into a hint; signatures do not show it.
+for _solver in (adamupdate, sgdmupdate, rmspropupdate):
+    _teach.hide_keywords_catchall(_solver)

@@ -315,7 +315,10 @@ def _collect_like(
                 f"got a {type(obj).__name__} container"
             )
         if obj is None:
-            raise TypeError(f"{format_path(name, path)}: expected an array like params, got None")
+            raise TypeError(
+                f"{format_path(name, path)}: expected an array like params, got None"
+                + (_NO_GRADIENT if name == "grad" else "")
+            )
         out.append(obj)
         return
     where = format_path(name, path)
@@ -334,7 +337,10 @@ def _collect_like(
             raise TypeError(f"{where}: expected a dict like params, got {type(obj).__name__}")
         for key in node.keys:
             if key not in obj:
-                raise ValueError(f"{format_path(name, (*path, key))}: missing (params has it)")
+                raise ValueError(
+                    f"{format_path(name, (*path, key))}: missing (params has it)"
+                    + _keys_given_instead(obj, node.keys)
+                )
         if len(obj) != len(node.keys):
             extra = next(k for k in obj if k not in set(node.keys))
             raise ValueError(f"{format_path(name, (*path, extra))}: not in params")
@@ -353,6 +359,25 @@ def _collect_like(
             out.append(None)
             continue
         _collect_like(LEAF, value, name, (*path, _Row(row, obj)), out, allow_empty)
+
+
+# A None gradient: the parameter received none (MATLAB's dlgradient would give zeros).
+_NO_GRADIENT = (
+    " (this parameter received no gradient; pass zeros of its shape, as MATLAB's dlgradient "
+    "returns for an unused learnable)"
+)
+
+
+def _keys_given_instead(obj: dict, keys: tuple[Any, ...]) -> str:
+    """The keys of ``obj`` that params lacks, the closest match named: a misspelling shows."""
+    import difflib
+
+    unknown = [key for key in obj if key not in set(keys)]
+    if not unknown:
+        return ""
+    close = difflib.get_close_matches(str(unknown[0]), [str(k) for k in keys], n=1)
+    mean = f" (a misspelling of {close[0]!r}?)" if close else ""
+    return f"; given instead: {', '.join(map(repr, unknown[:5]))}{mean}"
 
 
 def _check_table_labels(reference: Any, frame: Any, where: str) -> None:

@@ -90,10 +90,10 @@ def _learnables_and_factors(
 
 
 def _table(names: list[str], values: list[Any]) -> Any:
-    pandas = require("pandas", "torch", "a Learnables table")
+    from ._tables import LearnablesTable, pandas  # prints values, not tensor reprs
 
     layers, parameters = zip(*(_split(name) for name in names)) if names else ((), ())
-    frame = pandas.DataFrame({"Layer": list(layers), "Parameter": list(parameters)})
+    frame = LearnablesTable({"Layer": list(layers), "Parameter": list(parameters)})
     frame["Value"] = pandas.Series(values, index=frame.index, dtype=object)
     return frame
 
@@ -280,7 +280,7 @@ def _leaves(names: list[str], value: Any, argument: str, *, state: bool) -> list
                 layer, parameter = _split(name)
                 raise ValueError(
                     f"{argument}: no entry for learnable {name!r} "
-                    f"(layer {layer!r}, parameter {parameter!r})"
+                    f"(layer {layer!r}, parameter {parameter!r})" + _given_instead(value, names)
                 )
         if len(value) != len(names):
             extra = next(key for key in value if key not in set(names))
@@ -298,6 +298,42 @@ def _leaves(names: list[str], value: Any, argument: str, *, state: bool) -> list
     raise TypeError(
         f"{argument}: expected a Learnables table, a dict keyed by parameter name or a list, "
         f"got {type(value).__name__}"
+    )
+
+
+def _given_instead(value: Mapping[Any, Any], names: list[str]) -> str:
+    """For a missing key: the keys given that are not learnables, the closest one first."""
+    import difflib
+
+    known = set(names)
+    unknown = [key for key in value if key not in known]
+    if not unknown:
+        return ""
+    shown = ", ".join(map(repr, unknown[:5])) + (", ..." if len(unknown) > 5 else "")
+    close = difflib.get_close_matches(str(unknown[0]), names, n=1)
+    mean = f" (a misspelling of {close[0]!r}?)" if close else ""
+    return f"; given instead: {shown}{mean}"
+
+
+def _no_missing_gradient(names: list[str], grads: list[Any]) -> None:
+    """A ``None`` gradient (``p.grad`` of a parameter the loss does not use) is refused with
+    what to pass: silently treating it as zero would also hide a forgotten ``backward()``."""
+    missing = [name for name, g in zip(names, grads) if g is None]
+    if not missing:
+        return
+    if len(missing) == len(names):
+        raise TypeError(
+            "grad: every entry is None, so no gradient was computed: call loss.backward() "
+            "before reading p.grad, or use gradients(loss, net) (MATLAB's dlgradient)"
+        )
+    layer, parameter = _split(missing[0])
+    more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+    raise TypeError(
+        f"grad[{missing[0]!r}] (layer {layer!r}, parameter {parameter!r}) is None{more}: "
+        "this parameter received no gradient (the loss does not depend on it). MATLAB's "
+        "dlgradient returns zeros there, and so does gradients(loss, net); pass "
+        "torch.zeros_like(p) for it, or take it out of the learnables with "
+        "p.requires_grad_(False)"
     )
 
 
@@ -418,6 +454,7 @@ def update_network(
         names, params, factors = _learnables_and_factors(net)
         snapshot = _snapshot(net)
     grads = _leaves(names, grad, "grad", state=False)
+    _no_missing_gradient(names, grads)
     state_leaves = [
         _leaves(names, None if _tree.is_empty_state(state) else state, name, state=True)
         for state, name in zip(states, rule.states, strict=True)

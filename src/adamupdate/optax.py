@@ -5,8 +5,8 @@ The same structure as ``optax.adam`` — a ``scale_by_*`` transformation holding
 ``ScaleByAdamState(count, mu, nu)``, chained with scaling by :math:`-\alpha` — so it composes
 with ``optax.chain``, ``optax.inject_hyperparams``, schedules and ``jax.jit`` as ``optax.adam``
 does, but the step is MATLAB's: :math:`\epsilon` is added to :math:`\sqrt{v}`, the *uncorrected*
-second moment, and both bias corrections are folded into the step size (see
-:mod:`adamupdate._algorithm`).
+second moment, and both bias corrections are folded into the step size (see the
+documentation's :doc:`numerics` page).
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def scale_by_matlab_adam(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-# --- the math, one line each (MATLAB's order: see adamupdate._algorithm) ---------------------
+# --- the math, one line each (MATLAB's order: see adamupdate.rules.adam) -------------------
 
 
 def _update_moment(moment: Any, value: Any, decay: Any) -> Any:

@@ -3,8 +3,8 @@ r"""MATLAB's Adam step as a ``torch.optim.Optimizer``: :class:`Adam`.
 A drop-in for ``torch.optim.Adam`` in an existing PyTorch training loop — schedulers,
 ``state_dict()`` checkpoints, ``zero_grad()``, hooks — whose step is the one
 :func:`adamupdate.adamupdate` computes: MATLAB's, with :math:`\epsilon` added to the square root
-of the *uncorrected* second moment and both bias corrections folded into the step size (see
-:mod:`adamupdate._algorithm`). Every step goes through :func:`adamupdate.adamupdate` with
+of the *uncorrected* second moment and both bias corrections folded into the step size (see the
+documentation's :doc:`numerics` page). Every step goes through :func:`adamupdate.adamupdate` with
 ``inplace=True``; the optimizer keeps, for each run of parameters it updates together, the
 averages that call returned, so the plan they carry is reused and a step re-checks only what
 may have changed.

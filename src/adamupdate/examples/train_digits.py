@@ -384,6 +384,7 @@ def train(config: TrainConfig) -> TrainResult:
         units={"TestAccuracy": "%"},
         quiet=config.quiet,
         title="Training digits with adamupdate",
+        on_stop="saves",  # a stopped run saves a checkpoint (below): the Ctrl-C hint says so
     )
     monitor.set_y_scale("Loss", "log")
     if checkpoint is not None:
@@ -594,7 +595,13 @@ def _check_resumable(
     except _checkpoint.CheckpointError as exc:
         raise DemoError(_bad_checkpoint(directory, _checkpoint_path(directory), exc)) from None
     done = _checkpoint.epochs_done(checkpoint, per_epoch)
-    if epochs <= done:
+    if epochs < done:  # only --epochs can ask for fewer: a run is never cut short
+        raise NothingToDo(
+            f"--epochs {epochs} is fewer than the {done} epochs the run in {directory} has "
+            f"already finished; a run is not shortened, so nothing was changed — pass "
+            f"--epochs N with N > {done} to continue it"
+        )
+    if epochs == done:
         raise NothingToDo(
             f"run in {directory} already finished {done} of {checkpoint['config']['epochs']} "
             f"epochs; nothing to do — pass --epochs N with N > {done} to continue"

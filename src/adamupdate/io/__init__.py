@@ -25,11 +25,17 @@ do. The suffix chooses the format:
 
 ``.mat`` (MATLAB v5, via SciPy)
     Our own files round-trip exactly too (everything above): a MATLAB user sees dicts as
-    structures (keys made into valid field names), lists and tuples as cell arrays, tables as a
-    structure of columns (``struct2table`` makes it a table), ``None`` as ``[]``, 1-D arrays as
-    columns, float16/bfloat16 as ``single`` (exact; the raw ``uint16`` bits in the rare case of
-    a signalling NaN). The hidden detail MATLAB cannot hold (1-D and 0-d shapes, list vs tuple,
-    Python scalar types, dict key types) is kept in a ``char`` variable ``adamupdate_manifest``.
+    structures (keys made into valid field names by :func:`matlab_field_names`: ``"0.weight"``
+    is ``x0_weight``), lists and tuples as cell arrays, tables as a structure of columns
+    (``struct2table`` makes it a table), ``None`` as ``[]``, 1-D arrays as columns, Python
+    ``int`` as ``double`` (MATLAB's class for numbers, so ``100*iteration/numIterations`` is not
+    integer arithmetic; exact up to 2**53, larger ones stay ``int64``), float16/bfloat16 as
+    ``single`` (exact; the raw ``uint16`` bits in the rare case of a signalling NaN). The hidden
+    detail MATLAB cannot hold (1-D and 0-d shapes, list vs tuple, Python scalar types, original
+    dict keys) is kept in a ``char`` variable ``adamupdate_manifest``, so :func:`load` gives
+    back ints, keys and shapes as saved; ``save(..., manifest=False)`` leaves it out, for a
+    file meant for MATLAB alone (it then loads as a MATLAB-written file does, below). Arrays
+    keep their layout: convert a network's weights with :func:`matlab_learnables`.
     A file written by MATLAB (``save -v7`` or older; not ``-v7.3``) loads into Python containers:
     1x1 structures → ``dict``, structure arrays and cell arrays → ``list`` (a matrix → a list of
     rows), ``char`` → ``str`` (a char matrix → a list of its rows), ``logical`` → bool arrays,
@@ -60,7 +66,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -74,13 +80,13 @@ from ._like import check_like_names, like_plain
 from ._manifest import FORMAT, MAT_VARIABLE, NPZ_ENTRY, VERSION, BadFile
 from ._matlab_layers import load_matlab_learnables, matlab_learnables
 
-__all__ = ["load", "load_matlab_learnables", "matlab_learnables", "save"]
+__all__ = ["load", "load_matlab_learnables", "matlab_field_names", "matlab_learnables", "save"]
 
 # Each format's module: NAME, PACKAGE (the optional package it needs, or None), write and read.
 _FORMATS: dict[str, ModuleType] = {".npz": _npz, ".safetensors": _safetensors, ".mat": _mat}
 
 
-def save(path: str | os.PathLike[str], /, **variables: Any) -> None:
+def save(path: str | os.PathLike[str], /, *, manifest: bool = True, **variables: Any) -> None:
     """Save named variables to ``path`` (MATLAB's ``save``), in the format of its suffix.
 
     Parameters
@@ -88,16 +94,23 @@ def save(path: str | os.PathLike[str], /, **variables: Any) -> None:
     path : str or path-like
         Ends in ``.npz``, ``.safetensors`` or ``.mat`` (see the module documentation for what
         each preserves). An existing file is replaced atomically.
+    manifest : bool, default True
+        ``False`` (``.mat`` only) writes a file for MATLAB alone: without the
+        ``adamupdate_manifest`` variable that lets :func:`load` restore every Python detail.
+        Such a file loads as MATLAB's own files do (structures as ``dict``, numbers as 2-D
+        arrays; see the module documentation). ``manifest`` is therefore not a variable name.
     **variables
         The values to save, by name: arrays, tensors, scalars, ``None``, nested
         ``dict``/``list``/``tuple``/namedtuples, pandas Learnables tables and
         ``torch.nn.Module`` networks (their ``named_parameters()``). In a ``.mat`` file the names
-        must be MATLAB identifiers.
+        must be MATLAB identifiers; dict keys become structure fields by
+        :func:`matlab_field_names`.
 
     Raises
     ------
     ValueError
-        Unknown suffix, a bad variable name, or a container that contains itself.
+        Unknown suffix, a bad variable name, a container that contains itself, or
+        ``manifest=False`` for a format other than ``.mat``.
     TypeError
         A value that cannot be saved, named by its path (e.g. ``params['fc'][0]``).
     ImportError
@@ -117,6 +130,13 @@ def save(path: str | os.PathLike[str], /, **variables: Any) -> None:
     """
     target = Path(os.fspath(path))
     fmt = _format_of(target)
+    if not isinstance(manifest, bool):
+        raise TypeError(f"manifest must be True or False, got {manifest!r}")
+    if not manifest and fmt is not _mat:
+        raise ValueError(
+            f"{target}: manifest=False is for .mat files (a file for MATLAB alone); "
+            f"{target.suffix} files need their manifest to be read back"
+        )
     if fmt.PACKAGE is not None:
         require(fmt.PACKAGE, "io", f"writing a {target.suffix} file")
     encoder = Encoder(fmt.NAME)
@@ -124,9 +144,32 @@ def save(path: str | os.PathLike[str], /, **variables: Any) -> None:
     for name, value in variables.items():
         _check_variable_name(name, fmt)
         entries.append([name, encoder.encode(value, name)])
-    manifest = {"format": FORMAT, "version": VERSION, "variables": entries}
+    contents = {"format": FORMAT, "version": VERSION, "variables": entries}
     with atomic(target) as temporary:
-        fmt.write(temporary, manifest, encoder.arrays)
+        if manifest:
+            fmt.write(temporary, contents, encoder.arrays)
+        else:
+            _mat.write(temporary, contents, encoder.arrays, with_manifest=False)
+
+
+def matlab_field_names(keys: Iterable[Any]) -> dict[Any, str]:
+    """The MATLAB structure field name each dict key gets in a ``.mat`` file.
+
+    Every character other than a letter, a digit or ``_`` becomes ``_``; a name that does not
+    start with a letter gets an ``x`` in front; names are cut to 63 characters (MATLAB's
+    limit); a name already taken in the same structure gets ``_2``, ``_3``… So PyTorch's
+    ``"0.weight"`` is ``x0_weight`` in MATLAB. :func:`load` restores the original keys from
+    the file's manifest; for a file saved with ``manifest=False`` (or edited in MATLAB), invert
+    this mapping: ``{field: key for key, field in matlab_field_names(keys).items()}``.
+
+    Examples
+    --------
+    >>> from adamupdate.io import matlab_field_names
+    >>> matlab_field_names(["0.weight", "0.bias", "fc.weight"])
+    {'0.weight': 'x0_weight', '0.bias': 'x0_bias', 'fc.weight': 'fc_weight'}
+    """
+    keys = list(keys)
+    return dict(zip(keys, _mat.matlab_names([_mat.display_key(key) for key in keys])))
 
 
 def load(path: str | os.PathLike[str], *, like: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -105,7 +105,9 @@ class Encoder:
 
     def _table(self, frame: Any, where: str, parts: tuple, depth: int) -> dict[str, Any]:
         pandas = sys.modules["pandas"]
-        if type(frame) is not pandas.DataFrame:
+        # Our own Learnables tables differ from a DataFrame only in how they print.
+        plain = type(frame) is pandas.DataFrame or getattr(frame, "_adamupdate_plain_table", False)
+        if not plain:
             raise TypeError(f"{where}: cannot save a {type(frame).__name__} (a DataFrame subclass)")
         columns = []
         for position, label in enumerate(frame.columns):

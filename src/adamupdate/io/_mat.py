@@ -36,6 +36,8 @@ from ._storage import stored_form
 NAME = "mat"
 PACKAGE = "scipy.io"
 _HEADER = b"MATLAB 5.0 MAT-file, written by adamupdate.io".ljust(116)
+# A file for MATLAB only (no manifest) is not signed as ours: it loads as MATLAB's files do.
+_MATLAB_ONLY_HEADER = b"MATLAB 5.0 MAT-file, written by adamupdate.io for MATLAB".ljust(116)
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}\Z")
 
 
@@ -45,7 +47,13 @@ def is_identifier(name: str) -> bool:
 
 
 def matlab_names(keys: list[Any]) -> list[str]:
-    """Valid, distinct MATLAB field names for ``keys`` (in order)."""
+    """Valid, distinct MATLAB field names for ``keys`` (in order): each character other than
+    a letter, a digit or ``_`` becomes ``_``; a name that does not start with a letter gets an
+    ``x`` in front; names are cut to 63 characters; a name already taken gets ``_2``, ``_3``…
+
+    >>> matlab_names(["0.weight", "fc.bias", "fc_bias", "_x"])
+    ['x0_weight', 'fc_bias', 'fc_bias_2', 'x_x']
+    """
     names: list[str] = []
     used: set[str] = set()
     for key in keys:
@@ -85,10 +93,13 @@ def _cell(values: list[Any], column: bool = False) -> np.ndarray:
     return cell
 
 
-def _display_key(encoded: Any) -> str:
-    """A key as MATLAB users should see it (before it is made a valid field name)."""
-    key = decode_key(encoded, "")
+def display_key(key: Any) -> str:
+    """A dict key as MATLAB users should see it (before it is made a valid field name)."""
     return "_".join(map(str, key)) if isinstance(key, tuple) else str(key)
+
+
+def _display_key(encoded: Any) -> str:
+    return display_key(decode_key(encoded, ""))
 
 
 def _to_matlab(node: dict, arrays: dict[str, np.ndarray]) -> Any:
@@ -99,7 +110,11 @@ def _to_matlab(node: dict, arrays: dict[str, np.ndarray]) -> Any:
     if kind == "bool":
         return np.array([[node["value"]]], dtype=bool)
     if kind == "int":
+        # MATLAB holds numbers as double: an iteration stored as int64 would make MATLAB's
+        # 100*iteration/numIterations integer arithmetic. The manifest keeps the int.
         value = node["value"]
+        if abs(value) <= 2**53:  # every such int is exact in double
+            return np.array([[float(value)]])
         return np.array([[value]], np.int64) if -(2**63) <= value < 2**63 else str(value)
     if kind == "str":
         try:
@@ -135,12 +150,18 @@ def _to_matlab(node: dict, arrays: dict[str, np.ndarray]) -> Any:
     return struct_
 
 
-def write(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> None:
+def write(
+    path: Path, manifest: dict, arrays: dict[str, np.ndarray], *, with_manifest: bool = True
+) -> None:
+    """Write the variables; ``with_manifest=False`` leaves out the ``adamupdate_manifest``
+    variable (a file for MATLAB only, which loads back as MATLAB's own files do)."""
     import scipy.io
     from scipy.io.matlab import MatWriteWarning
 
     values = {name: _to_matlab(node, arrays) for name, node in manifest["variables"]}
-    mdict = {MAT_VARIABLE: np.str_(manifest_bytes(manifest).decode("ascii")), **values}
+    mdict = values
+    if with_manifest:
+        mdict = {MAT_VARIABLE: np.str_(manifest_bytes(manifest).decode("ascii")), **values}
     with warnings.catch_warnings():
         warnings.simplefilter("error", MatWriteWarning)  # never let SciPy drop a field
         with open(path, "wb") as stream:
@@ -155,7 +176,7 @@ def write(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> None:
             # Sign the header's free text, so that a file cut short before its manifest is
             # recognised as ours (and broken) rather than read as an empty MATLAB file.
             stream.seek(0)
-            stream.write(_HEADER)
+            stream.write(_HEADER if with_manifest else _MATLAB_ONLY_HEADER)
 
 
 # Reading --------------------------------------------------------------------------------------

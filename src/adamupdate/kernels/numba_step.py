@@ -49,9 +49,12 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .._extras import notice_once
 
 if TYPE_CHECKING:
     from .._algorithm import StepCoefficients
@@ -148,7 +151,8 @@ def inspect(
     addresses = np.empty(ids.shape, np.intp)
     sizes = np.empty(ids.shape[1], np.intp)
     want = _expected(np.dtype(dtype), (*squared, *squared)[:2])
-    failed = _state["inspect"](ids, want, layout, fresh, sizes, addresses)
+    with _compiling(("inspect",)):
+        failed = _state["inspect"](ids, want, layout, fresh, sizes, addresses)
     return (addresses, sizes) if failed < 0 else int(failed)
 
 
@@ -168,11 +172,12 @@ def run(
         dtype, sizes = _real_dtype(dtype), 2 * sizes
     kernel = _state["complex" if dtype.kind == "c" else "real"]
     parallel = _state["threads"] and int(sizes.sum()) > _BLOCK
-    if not parallel or _state["safe_layer"]:
-        kernel(addresses, sizes, coef, fresh, parallel, rule)
-        return
-    with _launch_lock:
-        kernel(addresses, sizes, coef, fresh, parallel, rule)
+    with _compiling(("run", dtype.str, parallel, rule)):
+        if not parallel or _state["safe_layer"]:
+            kernel(addresses, sizes, coef, fresh, parallel, rule)
+            return
+        with _launch_lock:
+            kernel(addresses, sizes, coef, fresh, parallel, rule)
         if _state["safe_layer"] is None:
             import numba
 
@@ -248,6 +253,17 @@ class _ZeroStep:
 
 
 _ZERO_STEP: Any = _ZeroStep()
+
+
+def _compiling(key: tuple) -> AbstractContextManager[None]:
+    """A one-line notice on stderr if this kernel's first call in the process takes more than a
+    second — numba compiling it (once per machine: the result is cached on disk; call
+    :func:`compile` at start-up to do it ahead); later calls get a no-op context."""
+    return notice_once(
+        ("numba", *key),
+        "adamupdate: compiling the numba kernel (once per machine, cached on disk; "
+        "adamupdate.kernels.numba_step.compile() does it ahead)",
+    )
 
 
 def _require_numba() -> None:

@@ -65,6 +65,7 @@ def choose(
     log_every: int,
     log_scales: Any,
     ctrl_c_armed: Callable[[], bool],
+    on_stop: str | None = None,
 ) -> Display:
     """Quiet, plain lines, or the live ``rich`` view (see ``TrainingProgressMonitor``)."""
     from ._plain import PlainLog
@@ -72,7 +73,7 @@ def choose(
     if quiet:
         return NoDisplay()
     if plain:
-        return PlainLog(recorder, stream, log_every)
+        return PlainLog(recorder, stream, log_every, on_stop)
     wants_live = plain is False or console is not None
     if not wants_live:
         out = stream if stream is not None else sys.stdout
@@ -91,6 +92,7 @@ def choose(
                 stream=stream,
                 log_scales=log_scales,
                 ctrl_c_armed=ctrl_c_armed,
+                on_stop=on_stop,
             )
         except ImportError:
             if plain is False:
@@ -99,4 +101,4 @@ def choose(
                     "(pip install 'adamupdate[demo]')",
                     stacklevel=4,
                 )
-    return PlainLog(recorder, stream, log_every)
+    return PlainLog(recorder, stream, log_every, on_stop)

@@ -1,6 +1,8 @@
 """The figure, drawn as MATLAB's training plot reads.
 
-- One subplot per metric group (one per metric unless grouped), each with labelled axes: the
+- One subplot per metric group (one per metric unless grouped), in the order of the metrics
+  (a group where its first metric stands), each titled (the metric or the group) with labelled
+  axes: the
   x label and the metric with its unit (``TestAccuracy (%)``); percent metrics get percent tick
   labels; a metric set to ``"log"`` gets a log axis.
 - A metric recorded at most x values (the training loss) is drawn raw in a light colour with a
@@ -33,24 +35,39 @@ if TYPE_CHECKING:
 
 SMOOTHING = 0.9
 EPOCH_LINE_GID = "epoch-end"
+LAST_VALUE_GID = "last-value"
 
 
 @dataclass
 class Layout:
-    """Which metrics share a subplot and which y axes are logarithmic."""
+    """Which metrics share a subplot and which y axes are logarithmic.
+
+    As in MATLAB's ``trainingProgressMonitor``, the subplots follow the order of the metrics:
+    a group stands where the first of its metrics stands in ``metrics``.
+    """
 
     groups: list[tuple[str, list[str]]]
     y_scales: dict[str, str] = field(default_factory=dict)
+    order: dict[str, int] = field(default_factory=dict)  # metric -> its place in `metrics`
 
     @classmethod
     def one_per_metric(cls, metrics: Sequence[str]) -> Layout:
-        return cls([(name, [name]) for name in metrics])
+        return cls(
+            [(name, [name]) for name in metrics], order={m: i for i, m in enumerate(metrics)}
+        )
 
     def group(self, name: str, members: list[str]) -> None:
         """Move ``members`` into one subplot titled ``name`` (MATLAB's ``groupSubPlot``)."""
         groups = [(title, [m for m in ms if m not in members]) for title, ms in self.groups]
         self.groups = [(title, ms) for title, ms in groups if ms]
         self.groups.append((name, list(members)))
+        self.groups.sort(
+            key=lambda group: min(self.order.get(m, len(self.order)) for m in group[1])
+        )
+
+    def metrics_of(self, name: str) -> list[str] | None:
+        """The metrics of the subplot titled ``name``, or ``None`` if there is none."""
+        return next((list(ms) for title, ms in self.groups if title == name), None)
 
 
 def smooth(values: Sequence[float], factor: float = SMOOTHING) -> list[float]:
@@ -116,6 +133,7 @@ def build(
         unit = units.pop() if len(units) == 1 else ""
         label = members[0] if len(members) == 1 else group_title
         ax.set_ylabel(f"{label} ({unit})" if unit else label)
+        ax.set_title(group_title, fontsize=10)  # every subplot, as MATLAB titles each
         if any(layout.y_scales.get(name) == "log" for name in members):
             ax.set_yscale("log")
             # Plain numbers (0.1, 2), not 10⁻¹ or 2×10⁰; which ticks get a label is matplotlib's.
@@ -123,8 +141,6 @@ def build(
             ax.yaxis.set_minor_formatter(_plain_log_formatter())
         elif unit == "%":
             ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}%"))
-        if len(members) > 1:
-            ax.set_title(group_title, fontsize=10)
         ax.set_xlabel(recorder.x_label)
         ax.tick_params(labelbottom=True)  # sharex hides them on the upper subplots
         ax.grid(True, which="major", alpha=0.3)
@@ -188,17 +204,28 @@ def _draw_metric(
         ax.plot(xs, smooth(ys, smoothing), color=colour, lw=1.8, label=label)
         return
     ax.plot(xs, ys, color=colour, marker="o", ms=4, lw=1.2, label=name)
-    ax.margins(y=0.15)  # room for the label of the last value
+    ax.margins(y=0.2)  # room for the label of the last value
     if points and math.isfinite(ys[-1]):
+        # Above and to the left of the last marker, on a white box: clear of the marker and
+        # of the line, readable over the grid and the raw curve of a grouped metric.
         ax.annotate(
             format_value(ys[-1], units.get(name, "")),
             (xs[-1], ys[-1]),
-            xytext=(-6, 6),
+            xytext=(-7, 9),
             textcoords="offset points",
             ha="right",
+            va="bottom",
             fontsize=9,
             fontweight="bold",
             color=colour,
+            gid=LAST_VALUE_GID,
+            bbox={
+                "boxstyle": "round,pad=0.2",
+                "fc": "white",
+                "ec": colour,
+                "lw": 0.6,
+                "alpha": 0.9,
+            },
         )
 
 

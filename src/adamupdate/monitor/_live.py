@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from ._recorder import Recorder
-from ._text import format_seconds, format_value, log_line
+from ._text import ctrl_c_hints, format_seconds, format_value, log_line
 
 _BARS = "▁▂▃▄▅▆▇█"
 
@@ -55,7 +55,9 @@ class LiveView:
     log_scales : collection of str
         Metrics whose sparklines are drawn on a log scale.
     ctrl_c_armed : callable
-        Whether Ctrl-C stops the loop now (the view then says so).
+        Whether Ctrl-C sets the stop flag now (the view then says so).
+    on_stop : str, optional
+        What the loop does when it stops early (see :func:`._text.ctrl_c_hints`).
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class LiveView:
         stream: TextIO | None = None,
         log_scales: Any = (),
         ctrl_c_armed: Callable[[], bool] = lambda: False,
+        on_stop: str | None = None,
     ) -> None:
         import rich  # noqa: F401  (first: its submodules may be cached without it)
         from rich.console import Console
@@ -76,7 +79,8 @@ class LiveView:
         self._title = title
         self._log_scales = log_scales
         self._milestone = False
-        self._ctrl_c_armed = ctrl_c_armed  # whether Ctrl-C stops the loop (for the hint)
+        self._ctrl_c_armed = ctrl_c_armed  # whether Ctrl-C sets the stop flag (for the hint)
+        self._hints = ctrl_c_hints(on_stop)
         self._stopping = False
         self._closed = False
         self._live = Live(
@@ -153,8 +157,9 @@ class LiveView:
         if rec.status:
             fields.add_row("Status", rec.status, "")
         parts: list[RenderableType] = [Text(self._title, style="bold underline"), bar, fields]
+        armed, stopping = self._hints
         if self._stopping:
-            parts.append(Text("Ctrl-C: stopping after this iteration", style="yellow"))
+            parts.append(Text(stopping, style="yellow"))
         elif self._ctrl_c_armed() and not self._closed:
-            parts.append(Text("Ctrl-C stops after this iteration and saves", style="dim"))
+            parts.append(Text(armed, style="dim"))
         return Group(*parts)

@@ -44,6 +44,10 @@ class TrainingProgressMonitor:
         Heading of the live display and of the saved plot.
     handle_sigint : bool, default True
         Inside a ``with`` block (main thread only), turn Ctrl-C into :attr:`stop`.
+    on_stop : str, optional
+        What your loop does when it stops early, for the Ctrl-C hint: with ``"saves"`` the
+        live view reads "Ctrl-C stops after this iteration and saves". Without it the hint
+        says only what is sure, that Ctrl-C sets :attr:`stop`.
     clock : callable, optional
         Seconds from any origin (default ``time.monotonic``); for tests.
 
@@ -85,6 +89,7 @@ class TrainingProgressMonitor:
         quiet: bool = False,
         title: str = "Training progress",
         handle_sigint: bool = True,
+        on_stop: str | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
@@ -94,7 +99,12 @@ class TrainingProgressMonitor:
         self._layout = _figure.Layout.one_per_metric(self._recorder.metrics)
         self.title = str(title)
         self._display_options = dict(
-            quiet=bool(quiet), plain=plain, console=console, stream=stream, log_every=log_every
+            quiet=bool(quiet),
+            plain=plain,
+            console=console,
+            stream=stream,
+            log_every=log_every,
+            on_stop=None if on_stop is None else str(on_stop),
         )
         self._display: _display.Display | None = None  # chosen at the first update
         self._ctrl_c = CtrlC(self._on_ctrl_c) if handle_sigint else None
@@ -221,7 +231,11 @@ class TrainingProgressMonitor:
         self._recorder.mark_epoch(iteration)
 
     def group_subplot(self, name: str, metrics: Iterable[str]) -> None:
-        """Plot several metrics in one subplot titled ``name`` (MATLAB's ``groupSubPlot``)."""
+        """Plot several metrics in one subplot titled ``name`` (MATLAB's ``groupSubPlot``).
+
+        The subplot stands where the first of its metrics stands in :attr:`metrics`; its name
+        is what :meth:`set_y_scale` takes.
+        """
         members = list(check_names(metrics, "metric"))
         self._recorder.check_metrics(members)
         self._layout.group(str(name), members)
@@ -231,14 +245,44 @@ class TrainingProgressMonitor:
         """The subplots: ``(title, metrics)`` in drawing order."""
         return [(title, list(members)) for title, members in self._layout.groups]
 
-    def set_y_scale(self, metrics: str | Iterable[str], scale: str) -> None:
-        """Use a ``"linear"`` or ``"log"`` y axis for ``metrics`` (MATLAB's ``yscale``)."""
+    def set_y_scale(self, subplots: str | Iterable[str], scale: str) -> None:
+        """Use a ``"linear"`` or ``"log"`` y axis for ``subplots`` (MATLAB's ``yscale``).
+
+        Parameters
+        ----------
+        subplots : str or iterable of str
+            Subplot names, as MATLAB's ``yscale(monitor, "Loss", "log")`` takes them: the name
+            given to :meth:`group_subplot`, or a metric's name (its own subplot, or the subplot
+            it is grouped in).
+        scale : {"linear", "log"}
+
+        Raises
+        ------
+        ValueError
+            For a name that is neither a subplot nor a metric (the message lists both), or
+            another scale.
+        """
         if scale not in ("linear", "log"):
             raise ValueError(f"scale must be 'linear' or 'log', got {scale!r}")
-        names = check_names(metrics, "metric")
-        self._recorder.check_metrics(names)
+        names = (subplots,) if isinstance(subplots, str) else tuple(subplots)
+        metrics: list[str] = []
         for name in names:
+            members = self._layout.metrics_of(name) if isinstance(name, str) else None
+            if members is None and name in self._recorder.metrics:
+                members = self._group_of(name)
+            if members is None:
+                raise ValueError(
+                    f"set_y_scale: {name!r} is neither a subplot nor a metric; subplots: "
+                    f"{[title for title, _ in self._layout.groups]}, metrics: "
+                    f"{list(self._recorder.metrics)}"
+                )
+            metrics += members
+        for name in metrics:
             self._layout.y_scales[name] = scale
+
+    def _group_of(self, metric: str) -> list[str]:
+        """The metrics that share ``metric``'s subplot (one y axis for all of them)."""
+        return next(list(ms) for _, ms in self._layout.groups if metric in ms)
 
     # ------------------------------------------------------------------------- display
     def _show(self) -> _display.Display:

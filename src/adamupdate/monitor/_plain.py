@@ -17,17 +17,23 @@ import sys
 from typing import TextIO
 
 from ._recorder import Recorder
-from ._text import log_line
-
-STOP_MESSAGE = "\nCtrl-C: stopping after this iteration (press again to abort)\n"
+from ._text import ctrl_c_hints, log_line
 
 
 class PlainLog:
     """Writes :func:`._text.log_line` lines to ``stream`` (default: ``sys.stdout`` at each
     write, so redirection and test capture work)."""
 
-    def __init__(self, recorder: Recorder, stream: TextIO | None = None, log_every: int = 50):
+    def __init__(
+        self,
+        recorder: Recorder,
+        stream: TextIO | None = None,
+        log_every: int = 50,
+        on_stop: str | None = None,
+    ):
         self._recorder = recorder
+        # Encoded now: the signal handler must not build strings it could fail on.
+        self._stop_message = f"\n{ctrl_c_hints(on_stop)[1]}\n".encode()
         self._stream = stream
         self._every = log_every
         self._due = False  # a line is owed
@@ -65,7 +71,7 @@ class PlainLog:
         # re-entered if the signal landed inside one, which raises RuntimeError.
         with contextlib.suppress(AttributeError, OSError, ValueError):
             if sys.__stderr__ is not None:  # None when Python runs without one
-                os.write(sys.__stderr__.fileno(), STOP_MESSAGE.encode())
+                os.write(sys.__stderr__.fileno(), self._stop_message)
 
     def close(self) -> None:
         # The last state gets a line unless the last line already showed it.

@@ -92,3 +92,25 @@ def parse_line(line: str) -> tuple[float, dict[str, str]]:
     for name, value in _FIELD.findall(match[2]):
         fields[name] = json.loads(value) if value.startswith('"') else value
     return float(match[1]), fields
+
+
+def ctrl_c_hints(on_stop: str | None) -> tuple[str, str]:
+    """The Ctrl-C hint while it is armed, and the line once it was pressed.
+
+    Only what is true for the loop at hand: without ``on_stop`` (what the loop does when it
+    stops early, which only the loop knows) the hint says that Ctrl-C sets ``monitor.stop``.
+
+    >>> ctrl_c_hints("saves")[0]
+    'Ctrl-C stops after this iteration and saves'
+    >>> ctrl_c_hints(None)[1]
+    'Ctrl-C: monitor.stop is set (press again to interrupt)'
+    """
+    if on_stop:
+        return (
+            f"Ctrl-C stops after this iteration and {on_stop}",
+            f"Ctrl-C: stopping after this iteration, then {on_stop} (press again to abort)",
+        )
+    return (
+        "Ctrl-C sets monitor.stop (press it twice to interrupt)",
+        "Ctrl-C: monitor.stop is set (press again to interrupt)",
+    )
