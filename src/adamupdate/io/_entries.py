@@ -2,8 +2,9 @@
 
 The manifest must name every entry once, and each entry must have the dtype and shape its node
 says. The reading function is told that dtype and shape before it reads, so that it can compare
-them with what the file declares before it allocates or inflates anything. Any error while reading that is not already a :class:`BadFile` (zipfile, zlib, NumPy and
-safetensors each raise their own kinds) becomes one that names the format and the entry.
+them with what the file declares before it allocates or inflates anything. Any error while
+reading that is not already a :class:`BadFile` (zipfile, zlib, NumPy and safetensors each raise
+their own kinds) becomes one that names the format and the entry.
 """
 
 from __future__ import annotations
