@@ -115,7 +115,7 @@ def _read_array(archive: Any, info: Any, expected: Expected | None) -> np.ndarra
             )
         array = np.empty(shape[::-1] if fortran_order else shape, dtype=dtype)
         if nbytes:
-            view = memoryview(array.reshape(-1).view(np.uint8))
+            view = array.reshape(-1).view(np.uint8).data  # (a memoryview of its bytes)
             done = 0
             while done < nbytes:
                 got = member.readinto(view[done : done + _CHUNK])
