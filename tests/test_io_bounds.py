@@ -66,11 +66,12 @@ def raw_zip(members: list[tuple[str, bytes, int, int, int]]) -> bytes:
     for name, data, method, crc, size in members:
         offset = out.tell()
         encoded = name.encode()
-        out.write(struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 33, crc, len(data),
-                              size, len(encoded), 0))  # fmt: skip
-        out.write(encoded + data)
-        central.write(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, method, 0, 33, crc,
-                                  len(data), size, len(encoded), 0, 0, 0, 0, 0, offset))  # fmt: skip
+        # version 2.0, no flags, time 0, date 1980-01-01; no extra field, comment or attributes
+        common = (method, 0, 33, crc, len(data), size, len(encoded), 0)
+        out.write(struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, *common) + encoded + data)
+        central.write(
+            struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, *common, 0, 0, 0, 0, offset)
+        )
         central.write(encoded)
     start = out.tell()
     out.write(central.getvalue())
@@ -293,7 +294,7 @@ def rewrite_manifest(path, change) -> None:
         from safetensors.numpy import save_file
 
         with safe_open(str(path), framework="numpy") as archive:
-            tensors = {name: archive.get_tensor(name) for name in archive.keys()}
+            tensors = {name: archive.get_tensor(name) for name in archive.keys()}  # noqa: SIM118
             metadata = archive.metadata()
         metadata["adamupdate"] = json.dumps(change(json.loads(metadata["adamupdate"])))
         save_file(tensors, str(path), metadata=metadata)
