@@ -192,16 +192,29 @@ def _check(metadata: Any, path: str) -> None:
 
 
 class SafeFileSystemReader(FileSystemReader):
-    """DCP's :class:`~torch.distributed.checkpoint.FileSystemReader`, reading ``.metadata``
-    without unpickling anything but DCP's metadata classes (:func:`read_metadata`).
+    """DCP's ``FileSystemReader``, reading ``.metadata`` without a full unpickle.
+
+    The metadata pickle may name only what DCP writes there (PyTorch 2.13): the dataclasses of
+    ``torch.distributed.checkpoint.metadata``, the storage record
+    ``torch.distributed.checkpoint.filesystem._StorageInfo``, ``torch.Size``, torch dtypes,
+    layouts and memory formats, ``pathlib`` paths (read back as strings) and ``set``/
+    ``frozenset``; attributes it would set on those classes themselves are undone. The result
+    must be a DCP ``Metadata`` whose storage records name files in the checkpoint folder, lie
+    inside them and need no stream transform (DCP's experimental compression). Anything else
+    raises ``ValueError`` naming the file, before any data file is opened. Tensor data is read
+    as DCP reads it, with ``torch.load(..., weights_only=True)``.
 
     Use it with :class:`SafeLoadPlanner`, for example to load a
-    :meth:`ZeroAdamupdate.state_dict <adamupdate.distributed.ZeroAdamupdate.state_dict>`::
+    :meth:`ZeroAdamupdate.state_dict` saved with ``torch.distributed.checkpoint.save``::
 
         dcp.load(state, storage_reader=SafeFileSystemReader(path), planner=SafeLoadPlanner())
+
+    (DCP wraps the ``ValueError`` in its ``CheckpointException``.)
     """
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> _metadata.Metadata:
+        """The checkpoint's metadata (``.metadata``, or ``__<rank>.metadata`` for ``rank=``),
+        read and checked as the class describes."""
         rank = kwargs.get("rank")
         # the file names FileSystemReader reads (``.metadata``, or ``__<rank>.metadata`` when
         # each rank wrote its own)
@@ -214,10 +227,17 @@ class SafeFileSystemReader(FileSystemReader):
 
 
 class SafeLoadPlanner(DefaultLoadPlanner):
-    """DCP's :class:`~torch.distributed.checkpoint.DefaultLoadPlanner`, loading non-tensor
-    entries with ``torch.load(..., weights_only=True)`` instead of a full unpickle."""
+    """DCP's ``DefaultLoadPlanner``, loading non-tensor entries without a full unpickle.
+
+    DCP saves every value of a state dict that is not a tensor (here: the learn-rate factors)
+    with ``torch.save`` and its default planner loads it with ``torch.load(...,
+    weights_only=False)``, which runs whatever the bytes name. This planner loads them with
+    ``weights_only=True`` (containers, numbers, strings, tensors) and raises ``ValueError``
+    naming the entry for anything else.
+    """
 
     def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
+        """Load one non-tensor entry with ``torch.load(..., weights_only=True)``."""
         try:
             obj = torch.load(value, weights_only=True)
         except Exception as error:

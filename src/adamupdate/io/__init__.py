@@ -47,6 +47,11 @@ since that reader crashes the process on some malformed files (one flipped byte 
 SciPy 1.17). Writing is atomic: a temporary file in the same folder is renamed over
 ``path`` when complete.
 
+A load is bounded by the file: every size a file declares (an ``.npz`` member's ``.npy`` header
+and its size in the zip, a safetensors header, a compressed ``.mat`` variable's tag, a table's
+row count) is checked against the manifest and against the bytes the file holds before anything
+is allocated or inflated, and compressed data is inflated no further than its declared size.
+
 MATLAB networks: :func:`matlab_learnables` turns a PyTorch network's ``Conv2d`` and ``Linear``
 parameters into MATLAB's Learnables layout (``{layer: {"Weights": ..., "Bias": ...}}``) and
 :func:`load_matlab_learnables` puts such a dict (e.g. from a ``.mat`` file) back into a network.
