@@ -168,6 +168,11 @@ def test_setting_attributes_on_admitted_classes_is_undone(tmp_path):
     crafted = (
         b"\x80\x04c" + dcp_metadata.__name__.encode() + b"\nMetadata\nN}\x8c\x08tampered\x88s\x86b."
     )
+    # live: the plain unpickler sets the attribute
+    assert pickle.loads(crafted) is dcp_metadata.Metadata
+    assert vars(dcp_metadata.Metadata)["tampered"] is True
+    delattr(dcp_metadata.Metadata, "tampered")
+
     (folder / ".metadata").write_bytes(crafted)
     with pytest.raises(ValueError, match=r"\.metadata"):
         load_checkpoint(folder, make_net())
