@@ -26,8 +26,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._checkpoint import load_checkpoint, save_checkpoint
-from ._zero import ZeroAdamupdate
+from .._extras import require
+
+# first, so that a missing torch names the extra even when the submodules are already loaded
+require("torch", "torch", "adamupdate.distributed")
+
+from ._checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from ._zero import ZeroAdamupdate  # noqa: E402
 
 if TYPE_CHECKING:
     from ._safe_dcp import SafeFileSystemReader, SafeLoadPlanner
