@@ -39,7 +39,7 @@ do. The suffix chooses the format:
     function handles) cannot be read: convert them in MATLAB first (``table2struct``,
     ``extractdata``, ``char``).
 
-Nothing in a file is executed or unpickled on load: NumPy reads with ``allow_pickle=False``,
+Nothing in a file is executed or unpickled on load: ``.npy`` members holding objects are refused,
 container types are looked up, never imported, and a file that is truncated, not in the format
 its suffix says, or whose manifest does not match its entries raises ``ValueError`` naming the
 file (and the entry). A ``.mat`` file's element structure is checked before SciPy's reader sees it,
