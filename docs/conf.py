@@ -50,7 +50,7 @@ numpydoc_xref_param_type = False
 nitpicky = True
 nitpick_ignore_regex = [
     (r"py:.*", r"(torch|numpy|np|jax|jnp|optax|pandas|rich|matplotlib|scipy)(\..*)?"),
-    (r"py:.*", r"(os|pathlib|typing)(\..*)?"),
+    (r"py:.*", r"(io|os|pathlib|typing)(\..*)?"),
     (r"py:.*", r"collections\.abc\..*"),
     (r"py:.*", r"adamupdate(\.\w+)*\._\w+.*|adamupdate\.rules(\..*)?"),
     (r"py:class", r"T|Any|Callable|Iterable|Mapping|TextIO|Point|PathLike|optional|default.*"),

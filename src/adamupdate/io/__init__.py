@@ -45,13 +45,18 @@ do. The suffix chooses the format:
     function handles) cannot be read: convert them in MATLAB first (``table2struct``,
     ``extractdata``, ``char``).
 
-Nothing in a file is executed or unpickled on load: NumPy reads with ``allow_pickle=False``,
+Nothing in a file is executed or unpickled on load: ``.npy`` members holding objects are refused,
 container types are looked up, never imported, and a file that is truncated, not in the format
 its suffix says, or whose manifest does not match its entries raises ``ValueError`` naming the
 file (and the entry). A ``.mat`` file's element structure is checked before SciPy's reader sees it,
 since that reader crashes the process on some malformed files (one flipped byte suffices in
 SciPy 1.17). Writing is atomic: a temporary file in the same folder is renamed over
 ``path`` when complete.
+
+A load is bounded by the file: every size a file declares (an ``.npz`` member's ``.npy`` header
+and its size in the zip, a safetensors header, a compressed ``.mat`` variable's tag, a table's
+row count) is checked against the manifest and against the bytes the file holds before anything
+is allocated or inflated, and compressed data is inflated no further than its declared size.
 
 MATLAB networks: :func:`matlab_learnables` turns a PyTorch network's ``Conv2d`` and ``Linear``
 parameters into MATLAB's Learnables layout (``{layer: {"Weights": ..., "Bias": ...}}``) and

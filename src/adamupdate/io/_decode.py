@@ -37,6 +37,7 @@ from ._storage import Raw, restore
 
 _STRING_STORAGES = ("python", "pyarrow")
 _INDEX_DTYPES = ("|O", "<i8", "<u8", "<f8", "|b1", "<i4")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # a RangeIndex's bounds and length are int64
 
 
 class Decoder:
@@ -137,16 +138,19 @@ class Decoder:
     ) -> Any:
         pandas = require("pandas", "pandas", "loading a table")
         columns = get(node, "columns", list, where)
-        index = _decode_index(get(node, "index", dict, where), len_hint=None, where=where)
-        rows = len(index)
+        index_spec = get(node, "index", dict, where)
+        # the declared row count, checked against every column's declared length before
+        # anything of that length is built (a range index is lazy: its length costs nothing)
+        rows = _declared_rows(index_spec, where)
+        for column in columns:
+            _check_column_length(column, rows, where)
         if template is not None and not is_table(template):
             raise ValueError(f"{where}: saved a table, like has {type(template).__name__}")
         if template is not None and "Value" in template.columns:
             value_templates = list(template["Value"])
-        if value_templates is None:
-            value_templates = [None] * rows
-        elif len(value_templates) != rows:
+        if value_templates is not None and len(value_templates) != rows:
             raise ValueError(f"{where}: has {rows} rows, like has {len(value_templates)}")
+        index = _decode_index(index_spec, len_hint=None, where=where)
         data = {}
         for position, column in enumerate(columns):
             label = decode_key(column.get("name"), where)
@@ -158,10 +162,12 @@ class Decoder:
                 series = pandas.Series(raw.numpy(), index=index, copy=False)
             elif kind == "object":
                 cells = get(column, "values", list, at)
-                cell_templates = value_templates if label == "Value" else [None] * len(cells)
+                templates = value_templates if label == "Value" else None
                 decoded = [
-                    self.decode(cell, t, sub(at, row), depth + 1)
-                    for row, (cell, t) in enumerate(zip(cells, cell_templates))
+                    self.decode(
+                        cell, None if templates is None else templates[row], sub(at, row), depth + 1
+                    )
+                    for row, cell in enumerate(cells)
                 ]
                 series = pandas.Series(decoded, index=index, dtype=object)
             elif kind == "string":
@@ -221,19 +227,50 @@ def _string_dtype(pandas: Any, spec: dict, where: str) -> Any:
     return pandas.StringDtype(storage, na_value=np.nan if na == "nan" else pandas.NA)
 
 
+def _range_bounds(spec: dict, where: str) -> tuple[int, int, int]:
+    bounds = spec["range"]
+    if not (
+        isinstance(bounds, list)
+        and len(bounds) == 3
+        and all(type(b) is int and _INT64_MIN <= b <= _INT64_MAX for b in bounds)
+        and bounds[2] != 0
+    ):
+        raise BadFile(f"{where}: bad range index {str(bounds)[:80]} in the manifest")
+    start, stop, step = bounds
+    return start, stop, step
+
+
+def _declared_rows(spec: dict, where: str) -> int:
+    """The length of the index a manifest describes, computed without building it."""
+    if "range" in spec:
+        start, stop, step = _range_bounds(spec, where)
+        rows = max(0, -((start - stop) // step))  # len(range(...)), past sys.maxsize too
+        if rows > _INT64_MAX:
+            raise BadFile(f"{where}: a range index of {rows} rows in the manifest")
+        return rows
+    return len(get(spec, "labels", list, where))
+
+
+def _check_column_length(column: Any, rows: int, where: str) -> None:
+    """A column's length, as the manifest gives it (its list of values, or its array node's
+    shape, which the file's entry was checked to have), must be the index's."""
+    values = column.get("values") if isinstance(column, dict) else None
+    if isinstance(values, list):
+        length: Any = len(values)
+    elif isinstance(values, dict) and isinstance(values.get("shape"), list):
+        shape = values["shape"]
+        length = shape[0] if len(shape) == 1 else None
+    else:
+        raise BadFile(f"{where}: malformed manifest (bad column)")
+    if length != rows:
+        raise BadFile(f"{where}: a column holds {length} values, the index declares {rows} rows")
+
+
 def _decode_index(spec: dict, len_hint: int | None, where: str) -> Any:
     pandas = sys.modules["pandas"]
     name = decode_key(spec.get("name"), where)
     if "range" in spec:
-        bounds = spec["range"]
-        if not (
-            isinstance(bounds, list)
-            and len(bounds) == 3
-            and all(type(b) is int for b in bounds)
-            and bounds[2] != 0
-        ):
-            raise BadFile(f"{where}: bad range index in the manifest")
-        index = pandas.RangeIndex(*bounds, name=name)
+        index = pandas.RangeIndex(*_range_bounds(spec, where), name=name)
     else:
         labels = [decode_key(k, where) for k in get(spec, "labels", list, where)]
         kind = spec.get("dtype")

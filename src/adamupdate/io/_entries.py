@@ -1,8 +1,10 @@
 """A file's named entries, read one by one and checked against its manifest (npz, safetensors).
 
 The manifest must name every entry once, and each entry must have the dtype and shape its node
-says. Any error while reading that is not already a :class:`BadFile` (zipfile, zlib, NumPy and
-safetensors each raise their own kinds) becomes one that names the format and the entry.
+says. The reading function is told that dtype and shape before it reads, so that it can compare
+them with what the file declares before it allocates or inflates anything. Any error while
+reading that is not already a :class:`BadFile` (zipfile, zlib, NumPy and safetensors each raise
+their own kinds) becomes one that names the format and the entry.
 """
 
 from __future__ import annotations
@@ -35,14 +37,24 @@ def _referenced(manifest: Any, names: set[str]) -> dict[str, tuple[dict, str]]:
     return referenced
 
 
-def _check_entry(entry: str, array: Any, node: dict, where: str) -> np.ndarray:
-    dtype, shape = stored_form(node, where)
+Expected = tuple[np.dtype, tuple[int, ...]]  # an entry's dtype and shape as the manifest says
+
+
+def check_declared(entry: str, dtype: np.dtype, shape: tuple[int, ...], expected: Expected) -> None:
+    """An entry's dtype and shape (as read, or as its file declares them) against the
+    manifest's (byte order aside: entries are read in the order they were stored)."""
+    want_dtype, want_shape = expected
+    if dtype.newbyteorder("<") != want_dtype.newbyteorder("<") or tuple(shape) != want_shape:
+        raise BadFile(
+            f"entry {entry!r} is {dtype} {tuple(shape)}; the manifest says {want_dtype} "
+            f"{want_shape}"
+        )
+
+
+def _check_entry(entry: str, array: Any, expected: Expected) -> np.ndarray:
     if not isinstance(array, np.ndarray):
         raise BadFile(f"entry {entry!r} is not an array")
-    if array.dtype.newbyteorder("<") != dtype.newbyteorder("<") or array.shape != shape:
-        raise BadFile(
-            f"entry {entry!r} is {array.dtype} {array.shape}; the manifest says {dtype} {shape}"
-        )
+    check_declared(entry, array.dtype, array.shape, expected)
     return array
 
 
@@ -68,19 +80,29 @@ class EntryReader:
             raise BadFile(f"not a readable {self.kind} file{where}: {error}") from None
 
     def read(
-        self, manifest: Any, names: Iterable[str], read: Callable[[str], Any]
+        self,
+        manifest: Any,
+        names: Iterable[str],
+        read: Callable[[str, Expected | None], Any],
     ) -> dict[str, np.ndarray]:
-        """Each of ``names`` read by ``read(name)``, checked against ``manifest`` (if not None)."""
+        """Each of ``names`` read by ``read(name, expected)``, checked against ``manifest`` (if
+        not None). ``expected`` is the manifest's ``(dtype, shape)`` for the entry, or ``None``
+        in a file without a manifest; the whole manifest is checked before any entry is read."""
         names = list(names)
         referenced = _referenced(manifest, set(names)) if manifest is not None else None
+        expected = (
+            {name: stored_form(node, where) for name, (node, where) in referenced.items()}
+            if referenced is not None
+            else None
+        )
         entries: dict[str, np.ndarray] = {}
         for name in names:
             self.current = name
-            array = read(name)
-            if referenced is not None:
-                node, where = referenced[name]
-                array = _check_entry(name, array, node, where)
-            elif not isinstance(array, np.ndarray):
-                raise BadFile(f"entry {name!r} is not a NumPy array")
+            if expected is not None:
+                array = _check_entry(name, read(name, expected[name]), expected[name])
+            else:
+                array = read(name, None)
+                if not isinstance(array, np.ndarray):
+                    raise BadFile(f"entry {name!r} is not a NumPy array")
             entries[name] = array
         return entries

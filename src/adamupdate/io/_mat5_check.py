@@ -4,7 +4,8 @@ SciPy's reader (compiled) trusts the file: an element type it does not expect (a
 makes it index past its type table and crash the process (SciPy 1.17). :func:`check_mat5`
 accepts only well-formed files (every element inside its parent, the types and sizes MATLAB
 writes, no MATLAB objects, bounded nesting), so that SciPy sees nothing it cannot handle. The
-layout is that of MATLAB's "MAT-File Format" document.
+layout is that of MATLAB's "MAT-File Format" document. A compressed variable is inflated only up
+to the size its element tag declares, and only if its compressed bytes can hold that much.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ _MX_CELL, _MX_STRUCT, _MX_OBJECT, _MX_CHAR, _MX_SPARSE = 1, 2, 3, 4, 5
 _MX_NUMERIC = range(6, 16)
 _MX_FUNCTION, _MX_OPAQUE = 16, 17
 _MAT_NESTING = 100
+# deflate emits at most 1032 bytes per compressed byte (a 258-byte match in two bits; zlib's
+# "zlib tech details"): a variable declaring more cannot hold what it declares
+_DEFLATE_MAX_RATIO = 1032
 
 
 class _Mat5Check:
@@ -155,6 +159,32 @@ class _Mat5Check:
         return pos
 
 
+def _inflate(compressed: bytes, order: str, at: int) -> bytes:
+    """A compressed variable's miMATRIX element, inflated no further than the size its tag
+    declares, and that size first checked against what the compressed bytes can hold."""
+    inflater = zlib.decompressobj()
+    try:
+        head = inflater.decompress(compressed, 8)
+        if len(head) < 8:
+            raise BadFile(f"the compressed variable at byte {at} is truncated")
+        first, second = struct.unpack(order + "II", head)
+        size = 8 + (second if not first >> 16 else 0)  # (a small element: rejected later)
+        if size > _DEFLATE_MAX_RATIO * len(compressed) + 1024:
+            raise BadFile(
+                f"the compressed variable at byte {at} declares {size} bytes, more than its "
+                f"{len(compressed)} compressed bytes can hold"
+            )
+        # one byte past the declared size tells a stream that inflates further
+        rest = inflater.decompress(inflater.unconsumed_tail, size - 8 + 1)
+    except zlib.error as error:
+        raise BadFile(f"the compressed variable at byte {at} is corrupt ({error})") from None
+    if len(rest) > size - 8:
+        raise BadFile(f"the compressed variable at byte {at} inflates past its declared size")
+    if not inflater.eof:
+        raise BadFile(f"the compressed variable at byte {at} is truncated")
+    return head + rest
+
+
 def check_mat5(data: bytes) -> None:
     """Refuse anything but a well-formed MAT v5 (MATLAB -v6/-v7) file; see _Mat5Check."""
     if len(data) < 128:
@@ -176,10 +206,7 @@ def check_mat5(data: bytes) -> None:
         if stop > len(data):
             raise BadFile("truncated")
         if kind == _MI_COMPRESSED:
-            try:
-                inner = zlib.decompress(data[pos + 8 : stop])
-            except zlib.error as error:
-                raise BadFile(f"a compressed variable is corrupt ({error})") from None
+            inner = _inflate(data[pos + 8 : stop], order, pos)
             _Mat5Check(inner, order).variable(0, len(inner))
         elif kind == _MI_MATRIX:
             check.variable(pos, stop)

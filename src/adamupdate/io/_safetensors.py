@@ -8,11 +8,18 @@ from typing import Any
 import numpy as np
 
 from .._extras import require
-from ._entries import EntryReader
-from ._manifest import SAFETENSORS_KEY, manifest_bytes, parse_manifest
+from ._entries import EntryReader, Expected, check_declared
+from ._manifest import SAFETENSORS_KEY, BadFile, manifest_bytes, parse_manifest
 
 NAME = "safetensors"
 PACKAGE = "safetensors"
+# safetensors' dtype names (its header's "dtype") → the NumPy dtype it reads them as
+_DTYPES = {
+    "BOOL": np.dtype("|b1"),
+    **{f"U{8 * n}": np.dtype(f"<u{n}") for n in (1, 2, 4, 8)},
+    **{f"I{8 * n}": np.dtype(f"<i{n}") for n in (1, 2, 4, 8)},
+    **{f"F{8 * n}": np.dtype(f"<f{n}") for n in (2, 4, 8)},
+}
 
 
 def write(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> None:
@@ -34,7 +41,13 @@ def read(path: Path) -> tuple[Any, dict[str, np.ndarray]]:
         if SAFETENSORS_KEY in metadata:
             manifest = parse_manifest(metadata[SAFETENSORS_KEY])
 
-        def copy(name: str) -> np.ndarray:
+        def copy(name: str, expected: Expected | None) -> np.ndarray:
+            if expected is not None:  # the header's dtype and shape, before any data is read
+                declared = archive.get_slice(name)
+                dtype = _DTYPES.get(declared.get_dtype())
+                if dtype is None:
+                    raise BadFile(f"entry {name!r} has dtype {declared.get_dtype()}")
+                check_declared(name, dtype, tuple(declared.get_shape()), expected)
             return np.array(archive.get_tensor(name))  # a copy the caller owns
 
         return manifest, reader.read(manifest, archive.keys(), copy)

@@ -1,222 +1,15 @@
-"""adamupdate at scale with ``torch.distributed``: checkpoints that reshard, and ZeRO-1 for DDP.
-
-The step is elementwise, so PyTorch's own engines need nothing from this module to train:
-under DDP every replica calls ``adamupdate(net, grads, avg_grad, avg_sq_grad, t)`` on its full
-copy, and under FSDP2 (``fully_shard``) the parameters, gradients and therefore the averages are
-DTensor shards that each rank updates where they are. This module adds the two things that do
-need the process group:
-
-- :func:`save_checkpoint` / :func:`load_checkpoint`: parameters, both averages, the iteration
-  and the learn-rate factors through ``torch.distributed.checkpoint`` (DCP), which writes each
-  rank's shards and reads them back at any other world size (2 ranks → 1, 1 → 2, DDP ↔ FSDP2).
-- :class:`ZeroAdamupdate`: ZeRO stage 1 for DDP users. Each rank keeps the averages of
-  1/world of the (flattened, concatenated) parameters, steps that slice with
-  :func:`adamupdate.adamupdate`, and all-gathers the parameters. The arithmetic per element is
-  the network form's, so the result is bitwise the same as unpartitioned DDP + ``adamupdate``.
-
-Both need ``torch`` (the ``torch`` extra); collectives run on the default process group unless a
-``process_group`` is given.
-"""
+"""ZeRO stage 1 for DDP: each rank keeps the averages of 1/world of the learnables."""
 
 from __future__ import annotations
 
-import contextlib
 import math
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._api import adamupdate
-from ._extras import require
-from .network import learn_rate_factors, set_learn_rate_factors
-
-if TYPE_CHECKING:
-    import torch
-else:
-    torch = require("torch", "torch", "adamupdate.distributed")
-dist = torch.distributed
-
-__all__ = ["ZeroAdamupdate", "load_checkpoint", "save_checkpoint"]
-
-
-# --- checkpoints -------------------------------------------------------------------------------
-
-
-def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
-    """The network inside a ``DistributedDataParallel`` wrapper (FSDP2 wraps nothing)."""
-    return net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
-
-
-def _named(net: torch.nn.Module, state: Any, argument: str) -> dict[str, Any]:
-    """Averages as :func:`adamupdate.adamupdate` returned them, keyed by learnable name."""
-    if _is_table(state):
-        names = [
-            f"{layer}.{p}" if layer else p for layer, p in zip(state["Layer"], state["Parameter"])
-        ]
-        return dict(zip(names, state["Value"]))
-    if isinstance(state, Mapping):
-        return dict(state)
-    if isinstance(state, Sequence) and not isinstance(state, str):
-        names = list(learn_rate_factors(_unwrap(net)))
-        if len(names) != len(state):
-            raise ValueError(
-                f"{argument}: has {len(state)} entries, the network has {len(names)} learnables"
-            )
-        return dict(zip(names, state))
-    raise TypeError(
-        f"{argument}: expected the averages adamupdate(net, ...) returned (a dict keyed by "
-        f"parameter name, a list or a Learnables table), got {type(state).__name__}"
-    )
-
-
-def _is_table(obj: Any) -> bool:
-    return hasattr(obj, "columns") and {"Layer", "Parameter", "Value"} <= set(obj.columns)
-
-
-def save_checkpoint(
-    checkpoint_id: Any,
-    net: torch.nn.Module,
-    avg_grad: Any,
-    avg_sq_grad: Any,
-    iteration: int,
-    *,
-    process_group: Any = None,
-) -> None:
-    """Save a training state with ``torch.distributed.checkpoint`` (every rank calls it).
-
-    Parameters
-    ----------
-    checkpoint_id
-        A directory (or anything ``torch.distributed.checkpoint.save`` accepts as
-        ``checkpoint_id``).
-    net
-        The network ``adamupdate(net, ...)`` updates: plain, DDP-wrapped or ``fully_shard``-ed.
-    avg_grad, avg_sq_grad
-        The averages ``adamupdate(net, ...)`` returned (dicts keyed by parameter name, lists or
-        Learnables tables). Under FSDP2 they are DTensor shards and each rank writes its own.
-    iteration
-        The iteration of the last step taken; continue with ``iteration + 1``.
-    process_group
-        For DCP's collectives (default: the default group; none is needed in one process).
-
-    The checkpoint holds the model's state dict (``get_model_state_dict``: wrapper prefixes
-    removed, so any wrapping can load it), the two averages keyed by parameter name, the
-    iteration and the learn-rate factors (:func:`adamupdate.learn_rate_factors`).
-    """
-    from torch.distributed import checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
-    state: dict[str, Any] = {
-        "model": get_model_state_dict(net),
-        "avg_grad": _named(net, avg_grad, "avg_grad"),
-        "avg_sq_grad": _named(net, avg_sq_grad, "avg_sq_grad"),
-        "iteration": torch.tensor(int(iteration), dtype=torch.int64),
-        # a list of pairs, not a dict: DCP stores it as one object instead of one per name
-        "learn_rate_factors": [[name, f] for name, f in learn_rate_factors(_unwrap(net)).items()],
-    }
-    with _single_process_is_intended():
-        dcp.save(state, checkpoint_id=checkpoint_id, process_group=process_group, **_no_dist())
-
-
-def load_checkpoint(
-    checkpoint_id: Any, net: torch.nn.Module, *, process_group: Any = None
-) -> tuple[dict[str, Any], dict[str, Any], int]:
-    """Load a state saved by :func:`save_checkpoint`, at this run's world size and sharding.
-
-    ``net`` is set up as this run trains it (plain, DDP, ``fully_shard``); its parameters and
-    learn-rate factors are overwritten with the checkpoint's, and the averages come back shaped
-    like the parameters: DTensors with each parameter's placement under FSDP2, plain tensors
-    otherwise. DCP reads whichever parts of the saved shards each rank needs, so the saving run
-    may have had another world size or sharding.
-
-    Returns
-    -------
-    avg_grad, avg_sq_grad, iteration
-        Averages keyed by parameter name, to pass to ``adamupdate(net, grads, avg_grad,
-        avg_sq_grad, iteration + 1)``, and the saved iteration.
-    """
-    from torch.distributed import checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (
-        get_model_state_dict,
-        set_model_state_dict,
-    )
-
-    metadata = _read_metadata(checkpoint_id)
-    params = dict(_unwrap(net).named_parameters())
-    state: dict[str, Any] = {
-        "model": get_model_state_dict(net),
-        "avg_grad": _average_templates(metadata, "avg_grad", params),
-        "avg_sq_grad": _average_templates(metadata, "avg_sq_grad", params),
-        "iteration": torch.zeros((), dtype=torch.int64),
-        "learn_rate_factors": [],
-    }
-    with _single_process_is_intended():
-        dcp.load(state, checkpoint_id=checkpoint_id, process_group=process_group, **_no_dist())
-    set_model_state_dict(net, state["model"])
-    set_learn_rate_factors(_unwrap(net), dict(state["learn_rate_factors"]))
-    return state["avg_grad"], state["avg_sq_grad"], int(state["iteration"])
-
-
-def _no_dist() -> dict[str, bool]:
-    """One process without a process group: DCP's ``no_dist`` mode."""
-    return {} if dist.is_available() and dist.is_initialized() else {"no_dist": True}
-
-
-@contextlib.contextmanager
-def _single_process_is_intended() -> Iterator[None]:
-    """DCP warns that it *assumes* a single process whenever no process group is initialized,
-    even when told ``no_dist=True``; here one process is a supported use, not a guess."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is .*single process")
-        yield
-
-
-def _read_metadata(checkpoint_id: Any) -> Any:
-    from torch.distributed.checkpoint import FileSystemReader
-
-    return FileSystemReader(checkpoint_id).read_metadata().state_dict_metadata
-
-
-def _average_templates(metadata: Mapping[str, Any], key: str, params: Mapping) -> dict:
-    """Buffers DCP loads the saved averages into, in learnable order: zeros shaped, placed and
-    sharded like each parameter (a frozen parameter's average may be MATLAB's scalar 0), of
-    the saved dtype."""
-    prefix = key + "."
-    saved = {fqn[len(prefix) :]: entry for fqn, entry in metadata.items() if fqn.startswith(prefix)}
-    unknown = [name for name in saved if name not in params]
-    if unknown:
-        raise ValueError(
-            f"{key}[{unknown[0]!r}]: the checkpoint has it, the network has no such parameter"
-        )
-    templates = {}
-    for name, p in params.items():
-        entry = saved.get(name)
-        if entry is None:
-            continue  # not a learnable when saved (requires_grad=False)
-        dtype = entry.properties.dtype
-        if tuple(entry.size) == tuple(p.shape):
-            templates[name] = torch.zeros_like(p, dtype=dtype, requires_grad=False)
-        elif tuple(entry.size) == ():
-            templates[name] = torch.zeros((), dtype=dtype, device=_local(p).device)
-        else:
-            raise ValueError(
-                f"{key}[{name!r}]: saved with shape {tuple(entry.size)}, the parameter has "
-                f"{tuple(p.shape)}"
-            )
-    return templates
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return t.to_local() if hasattr(t, "to_local") else t
-
-
-def _full(t: torch.Tensor) -> torch.Tensor:
-    """A DTensor gathered (a collective: every rank calls it), a plain tensor as it is."""
-    return t.full_tensor() if hasattr(t, "full_tensor") else t
-
-
-# --- ZeRO stage 1 ------------------------------------------------------------------------------
+from .._api import adamupdate
+from ..network import learn_rate_factors
+from ._common import by_name, dist, full, is_table, torch, unwrap
 
 
 @dataclass(eq=False)
@@ -302,7 +95,7 @@ class ZeroAdamupdate:
     def __init__(
         self, net: torch.nn.Module, *, process_group: Any = None, state_dtype: Any = None
     ) -> None:
-        self.net = _unwrap(net)
+        self.net = unwrap(net)
         self.process_group = process_group
         self.state_dtype = state_dtype
         if dist.is_available() and dist.is_initialized():
@@ -439,8 +232,8 @@ class ZeroAdamupdate:
         one raises everywhere, not only on the rank whose slice it falls in)."""
         if grads is None:
             grad_list = [p.grad for p in self.params]
-        elif _is_table(grads) or isinstance(grads, Mapping):
-            named = _named(self.net, grads, "grad")
+        elif is_table(grads) or isinstance(grads, Mapping):
+            named = by_name(self.net, grads, "grad")
             missing = [name for name in self.names if name not in named]
             if missing:
                 raise ValueError(f"grad: no entry for learnable {missing[0]!r}")
@@ -566,8 +359,8 @@ class ZeroAdamupdate:
         :func:`load_checkpoint` or ``adamupdate(net, ...)`` return (a frozen parameter's may be
         MATLAB's scalar 0): a run can switch between ZeRO and unpartitioned training."""
         named = (
-            _named(self.net, avg_grad, "avg_grad"),
-            _named(self.net, avg_sq_grad, "avg_sq_grad"),
+            by_name(self.net, avg_grad, "avg_grad"),
+            by_name(self.net, avg_sq_grad, "avg_sq_grad"),
         )
         with torch.no_grad():
             for bucket in self._buckets:
@@ -578,7 +371,7 @@ class ZeroAdamupdate:
                         continue
                     shape = self.params[i].shape
                     for source, target in zip(named, (bucket.avg_grad, bucket.avg_sq_grad)):
-                        value = _full(source[self.names[i]]).detach()
+                        value = full(source[self.names[i]]).detach()
                         value = value.expand(shape) if value.dim() == 0 else value
                         flat = value.reshape(-1)[a - start : b - start]
                         target[a - bucket.lo : b - bucket.lo].copy_(flat)
