@@ -22,7 +22,7 @@ _STEP_DTYPE = torch.float64
 
 class Bucket:
     """Parameters of one group with the same learn-rate factor and step count: one
-    :func:`adamupdate.adamupdate` call, whose returned averages (and their plan) are kept."""
+    :func:`adamupdate.adamupdate` call (``inplace=True``) on the averages it keeps."""
 
     __slots__ = ("_counts", "avg_grad", "avg_sq_grad", "count", "factor", "params", "steps")
 

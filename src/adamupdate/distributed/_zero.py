@@ -47,7 +47,7 @@ class ZeroAdamupdate:
     buffer that the parameters become views of, and rank ``k`` owns the ``k``-th of ``world``
     equal slices of it. :meth:`step` copies this rank's slice of the (DDP-averaged) gradients,
     updates that slice with :func:`adamupdate.adamupdate` (``inplace=True``, one call per
-    learn-rate factor; from the third step on each call reuses its remembered plan) and
+    learn-rate factor, each checked in bulk) and
     all-gathers the parameters, so every replica holds the whole updated network again.
 
     Each element goes through the same operations as in ``adamupdate(net, ...)`` on the full
