@@ -563,7 +563,7 @@ def torch_route_step(route, ps, gs, ms, vs, c):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_torch_fused_foreach_and_numba_paths_agree_with_reference(dtype):
     torch = pytest.importorskip("torch")
-    from adamupdate._algorithm import coefficients
+    from adamupdate.rules.adam import coefficients
 
     rng = np.random.default_rng(5)
     shapes = [(17,), (3, 4), ()]
@@ -846,7 +846,7 @@ def test_gpu_torch_fused_and_foreach_agree(dtype):
     lib = _gpu_lib("torch-cuda")
     import torch
 
-    from adamupdate._algorithm import coefficients
+    from adamupdate.rules.adam import coefficients
 
     rng = np.random.default_rng(4)
     p0 = lib.make(random_values(rng, (1000,), False, 1.0), dtype)

@@ -259,7 +259,7 @@ def test_learnables_table_round_trips(tmp_path, suffix):
 
 
 def test_table_of_the_nn_module_with_torch_like(tmp_path):
-    from adamupdate import nn as aun
+    from adamupdate import network as aun
 
     net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
     table = aun.learnables(net)

@@ -189,3 +189,15 @@ def test_nothing_holds_a_discarded_network():
     del net, result, m, v
     gc.collect()
     assert [w() for w in watch] == [None] * len(watch)
+
+
+def test_the_first_release_name_still_imports_with_a_deprecation_warning():
+    import importlib
+    import sys
+
+    sys.modules.pop("adamupdate.nn", None)
+    with pytest.warns(DeprecationWarning, match=r"adamupdate\.network"):
+        old = importlib.import_module("adamupdate.nn")
+    from adamupdate import network
+
+    assert old.set_learn_rate_factor is network.set_learn_rate_factor

@@ -18,7 +18,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from adamupdate import adamupdate  # noqa: E402
-from adamupdate import nn as ann  # noqa: E402
+from adamupdate import network as ann  # noqa: E402
 from reference import container_type  # noqa: E402
 
 LR, B1, B2, EPS = 0.01, 0.9, 0.999, 1e-8

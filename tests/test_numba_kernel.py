@@ -21,9 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adamupdate._algorithm import coefficients, reference_step, update_moment
 from adamupdate.kernels import numba_step as nk
 from adamupdate.rules import adam
+from adamupdate.rules.adam import coefficients, reference_step, update_moment
 
 pytestmark = [
     pytest.mark.skipif(not nk.available(), reason="numba is not installed"),
@@ -529,7 +529,7 @@ def test_compile(dtype: type) -> None:
 
 _FORK_SCRIPT = """
 import os, numpy as np
-from adamupdate._algorithm import coefficients, reference_step
+from adamupdate.rules.adam import coefficients, reference_step
 from adamupdate.kernels import numba_step as nk
 c = coefficients(0.01, 0.9, 0.999, 1e-8, 3)
 rng = np.random.default_rng(9)

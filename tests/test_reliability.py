@@ -236,7 +236,7 @@ def test_sparse_gradient_in_a_list_is_refused(n_leaves, with_states, inplace):
 
 
 def _sparse_embedding_net():
-    from adamupdate.nn import set_learn_rate_factor
+    from adamupdate.network import set_learn_rate_factor
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(

@@ -227,9 +227,9 @@ def test_iteration_above_float32_range_in_torch(route):
     """Every torch route takes an iteration beyond float32's range (PyTorch's fused kernel
     reads the step count from a float32 tensor)."""
     torch = pytest.importorskip("torch")
-    from adamupdate._algorithm import coefficients
     from adamupdate.backends import torch_backend
     from adamupdate.rules import adam
+    from adamupdate.rules.adam import coefficients
 
     if route == "numba":
         pytest.importorskip("numba")

@@ -7,15 +7,17 @@ already in ``sys.modules``: asking about a NumPy array never imports torch or JA
 from __future__ import annotations
 
 import sys
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-_BACKEND_BY_TYPE: dict[type, ModuleType] = {}
+if TYPE_CHECKING:
+    from .backends import Backend
+
+_BACKEND_BY_TYPE: dict[type, Backend] = {}
 
 
-def backend_of(leaf: Any) -> ModuleType:
+def backend_of(leaf: Any) -> Backend:
     """The backend module (see :mod:`adamupdate.backends`) for ``leaf``.
 
     Raises
@@ -30,7 +32,7 @@ def backend_of(leaf: Any) -> ModuleType:
     return backend
 
 
-def _detect(leaf: Any) -> ModuleType:
+def _detect(leaf: Any) -> Backend:
     if isinstance(leaf, (bool, np.bool_)):
         raise TypeError(f"expected a floating-point array or number, got bool {leaf!r}")
     if isinstance(leaf, (np.ndarray, np.generic, float, int, complex)):

@@ -32,12 +32,14 @@ import operator
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _memory
 from ._dispatch import backend_of
 from .rules import Rule
+
+if TYPE_CHECKING:
+    from .backends import Backend
 
 
 @dataclass(eq=False)
@@ -46,7 +48,7 @@ class Group:
     for a frozen group (learn-rate factor 0), which changes nothing. ``bound``: the bulk path
     bound the step while checking it."""
 
-    backend: ModuleType
+    backend: Backend
     indices: list[int]
     factor: float
     state_dtypes: tuple[Any, ...]
@@ -261,7 +263,7 @@ def _check_writeable(
 
 def _check_like(
     leaf: Any,
-    backend: ModuleType,
+    backend: Backend,
     device: Any,
     dtype: Any,
     shape: tuple[int, ...],

@@ -8,7 +8,7 @@ share backend, device, dtype, state presence and learn-rate factor to the backen
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..rules import Rule
 
@@ -29,9 +29,11 @@ class GroupStep(Protocol):
         """
         ...
 
-    #: Whether :meth:`run` writes the caller's buffers (a kernel that cannot fail) rather
-    #: than computing into new arrays that :meth:`commit` writes.
-    writes_in_run: bool
+    @property
+    def writes_in_run(self) -> bool:
+        """Whether :meth:`run` writes the caller's buffers (a kernel that cannot fail) rather
+        than computing into new arrays that :meth:`commit` writes."""
+        ...
 
     def run(self, c: Any) -> None:
         """Compute the step. A run that writes the caller's buffers cannot fail; one that can
@@ -69,6 +71,15 @@ class Backend(Protocol):
         otherwise, ``state_dtype`` when given; the squared average of complex is real.
         ``like`` is the parameter itself (a library may need it to find its namespace).
         Raises ``TypeError`` for a ``state_dtype`` that cannot hold an average."""
+        ...
+
+    def castable(self, dtype: Any, to: Any) -> bool:
+        """Whether a gradient of ``dtype`` may be computed in its parameter's ``to`` (MATLAB
+        computes ``single`` parameters with ``double`` gradients in single precision)."""
+        ...
+
+    def cast(self, x: Any, dtype: Any) -> Any:
+        """``x`` converted to ``dtype`` (a new array; see :meth:`castable`)."""
         ...
 
     def is_writeable(self, x: Any) -> bool:
@@ -114,3 +125,12 @@ class Backend(Protocol):
         """A :class:`GroupStep` of ``rule`` for parameters like ``params`` (checked, of one
         dtype); ``state_dtypes`` has one dtype per state of the rule."""
         ...
+
+
+if TYPE_CHECKING:  # every backend module implements the protocol: mypy checks it here
+    from . import array_api_backend, jax_backend, numpy_backend, torch_backend
+
+    _NUMPY: Backend = numpy_backend
+    _TORCH: Backend = torch_backend
+    _JAX: Backend = jax_backend
+    _ARRAY_API: Backend = array_api_backend

@@ -57,7 +57,7 @@ import numpy as np
 from .._extras import notice_once
 
 if TYPE_CHECKING:
-    from .._algorithm import StepCoefficients
+    from ..rules.adam import StepCoefficients
 
 __all__ = [
     "ROLES",
