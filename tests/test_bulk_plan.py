@@ -42,8 +42,12 @@ LIBS = ["numpy", pytest.param("torch", marks=needs_torch)]
 if HAS_TORCH:
     import torch
 
+# Derandomized: the same 120 examples every run, so CI never meets a new one by chance.
 BULK_SETTINGS = settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 
 # rule name -> (solver, whether each state accumulates |g|^2, as adamupdate.rules says)
@@ -208,6 +212,8 @@ def _mutate(kind: str, leaf, other, choice: int, lib: str):
         return leaf
     ndim = leaf.ndim
     if kind == "view_dtype":
+        if not np_like and (leaf.is_neg() or leaf.is_conj()):
+            return leaf  # torch views no lazy view as another dtype
         itemsize = leaf.itemsize if np_like else leaf.element_size()
         names = [d for d in SAME_SIZE.get(itemsize, []) if d != str(leaf.dtype).split(".")[-1]]
         if not names or not ndim:

@@ -170,7 +170,10 @@ def finish(original: torch.Tensor, updated: torch.Tensor) -> torch.Tensor:
     """A new parameter keeps its ``requires_grad`` (and stays an ``nn.Parameter``)."""
     if updated is original:
         return updated
-    if isinstance(original, torch.nn.Parameter):
+    kind = type(original)
+    if kind is torch.Tensor and not original.requires_grad:  # the usual case, checked first:
+        return updated  # isinstance(x, Parameter) runs Python code (Parameter's metaclass)
+    if kind is torch.nn.Parameter or isinstance(original, torch.nn.Parameter):
         return torch.nn.Parameter(updated, requires_grad=original.requires_grad)
     if original.requires_grad:
         updated.requires_grad_(True)
@@ -505,10 +508,16 @@ def planned_in_bulk(
     step = Group(rule, dtype, wanted, fresh=fresh, inplace=inplace, params=params, route="numba")
     if step.sharded:
         return None
-    new = _new_like
     if inplace and not fresh:
         outputs = (list(params), *(list(column) for column in states))
+    elif int(numels.max(initial=0)) * dtype.itemsize < _reuse.MIN_BYTES and not dtype.is_complex:
+        # small outputs, one dtype (a real parameter's averages are of its dtype): one C-level
+        # pass per column, and no block of adamupdate._reuse to take
+        empty = torch.empty_like
+        ps = list(params) if inplace else list(map(empty, params))
+        outputs = (ps, *(list(map(empty, params)) for _ in wanted))
     else:
+        new = _new_like
         ps = list(params) if inplace else [new(p, dtype, p) for p in params]
         if fresh:
             outputs = (ps, *([new(p, d) for p in params] for d in wanted))
