@@ -143,8 +143,8 @@ def _ours_network(inplace: bool) -> Factory:
 def ours_kernel(case: Case, params: list[np.ndarray], grads: list[np.ndarray]) -> Step:
     """The numba kernel called directly on an address table: our floor without a front end."""
     _require("numba")
-    from adamupdate.rules.adam import coefficients
     from adamupdate.kernels import numba_step
+    from adamupdate.rules.adam import coefficients
 
     if not numba_step.available() or not numba_step.supports(case.dtype):
         raise Skip(f"numba kernel unavailable for {case.dtype}")
