@@ -50,6 +50,12 @@ def reference_bounds(p0, grads, learn_rates, b1=B1, b2=B2, eps=EPS, m0=None, v0=
     return p, bounds
 
 
+def x64(jax, on):
+    """``jax.enable_x64(on)``; ``jax.experimental.enable_x64`` before JAX 0.6."""
+    enable = getattr(jax, "enable_x64", None)
+    return enable(on) if enable else importlib.import_module("jax.experimental").enable_x64(on)
+
+
 @pytest.fixture
 def jx():
     """jax, jax.numpy, optax and the adapter, or a skip."""
@@ -84,7 +90,7 @@ def test_twenty_jitted_steps_match_the_reference(jx, dtype):
     rng = np.random.default_rng(10)
     p0 = np.asarray(rng.standard_normal((4, 5))).astype(dtype)
     grads = small_gradients(rng, (4, 5), 20, dtype)
-    with jx.jax.enable_x64(dtype == "float64"):
+    with x64(jx.jax, dtype == "float64"):
         params, (adam_state, _) = optax_run(jx, jx.adam(LR), p0, grads)
         assert params.dtype == np.dtype(dtype) and int(adam_state.count) == 20
         traj = run(p0, grads, LR, B1, B2, EPS)
@@ -134,7 +140,8 @@ def test_inside_a_chain_with_clipping(jx):
     alone, _ = optax_run(jx, jx.adam(LR), p0, grads)
     loose = jx.optax.chain(jx.optax.clip_by_global_norm(1e6), jx.adam(LR))
     params, _ = optax_run(jx, loose, p0, grads)
-    assert np.array_equal(np.asarray(params), np.asarray(alone))
+    # the clip does nothing; XLA may fuse the longer chain differently (1 ulp on JAX 0.4.30)
+    np.testing.assert_array_max_ulp(np.asarray(params), np.asarray(alone), maxulp=1)
 
     clip = jx.optax.clip_by_global_norm(0.5)
     clipped = [np.asarray(clip.update(jx.jnp.asarray(g), clip.init(None))[0]) for g in grads]

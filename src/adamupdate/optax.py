@@ -226,7 +226,7 @@ def scale_by_matlab_adam(
         del params
         _check_not_matlab_options(eps_root, nesterov)  # inject_hyperparams calls us again here
         updates = _tree_map(_as_array, updates)
-        count = optax.safe_increment(state.count)
+        count = _increment(state.count)
         mu = _tree_map(lambda g, m: _update_moment(m, g, b1), updates, state.mu)
         # optax.adam keeps v of complex parameters complex, with a zero imaginary part: its
         # real part is MATLAB's v, and the state continues as ours (real).
@@ -309,7 +309,7 @@ def _scale_by_learning_rate(learning_rate: Any) -> optax.GradientTransformation:
             del params
             rate = learning_rate(state.count)
             return scale(updates, rate), optax.ScaleByScheduleState(
-                count=optax.safe_increment(state.count)
+                count=_increment(state.count)
             )
 
         return optax.GradientTransformation(init_fn, update_fn)
@@ -429,6 +429,13 @@ def _is_number(x: Any) -> bool:
     """A Python or NumPy number (checked here); arrays and tracers, as inject_hyperparams
     passes, are taken as they are."""
     return isinstance(x, (int, float)) or (hasattr(x, "dtype") and not isinstance(x, jax.Array))
+
+
+def _increment(count: Any) -> Any:
+    """``count + 1``, held at int32's largest value instead of wrapping (as optax's
+    ``safe_increment``, which optax 0.2.0, our oldest, does not have under that name)."""
+    top = jnp.iinfo(jnp.int32).max
+    return jnp.where(count < top, count + 1, top).astype(jnp.int32)
 
 
 def _tree_map(f: Callable[..., Any], tree: Any, *rest: Any) -> Any:
