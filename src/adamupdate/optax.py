@@ -308,9 +308,7 @@ def _scale_by_learning_rate(learning_rate: Any) -> optax.GradientTransformation:
         ) -> tuple[Any, optax.ScaleByScheduleState]:
             del params
             rate = learning_rate(state.count)
-            return scale(updates, rate), optax.ScaleByScheduleState(
-                count=_increment(state.count)
-            )
+            return scale(updates, rate), optax.ScaleByScheduleState(count=_increment(state.count))
 
         return optax.GradientTransformation(init_fn, update_fn)
 
