@@ -33,6 +33,13 @@ docs: $(STAMP)
 	$(SPHINX) -b html docs docs/_build/html
 	$(SPHINX) -b doctest docs docs/_build/doctest
 
+# The tests under the oldest versions pyproject.toml declares and the newest served, each in its
+# own venv under ~/.cache/adamupdate-compat (COMPAT_DIR); ARGS=oldest or newest picks one. The
+# first run downloads about 3 GB per venv (see .ci/compat).
+.PHONY: test-compat
+test-compat:
+	bash .ci/compat $(ARGS)
+
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
 

@@ -1,10 +1,10 @@
-"""The adapters into torch.optim and optax against the independent float64 reference.
+"""The adapter into torch.optim against the independent float64 reference (the optax adapter's
+tests are in test_optax_adapter.py).
 
-``adamupdate.torch.Adam`` and ``adamupdate.optax.adam`` must take MATLAB's step, not PyTorch's or
-optax's: gradients of 1e-6..1e-3 make ε's placement visible (ε = 1e-8 is a third of √v at the
-first step), and ``torch.optim.Adam`` / ``optax.adam`` are shown to fail the very checks the
-adapters pass. Every other test exercises what the host library promises its optimizers can do
-(groups, schedulers, checkpoints, closures; chains, jit, injected hyper-parameters, schedules).
+``adamupdate.torch.Adam`` must take MATLAB's step, not PyTorch's: gradients of 1e-6..1e-3 make
+ε's placement visible (ε = 1e-8 is a third of √v at the first step), and ``torch.optim.Adam`` is
+shown to fail the very checks the adapter passes. Every other test exercises what torch promises
+its optimizers can do (groups, schedulers, checkpoints, closures).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import io
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -290,137 +289,6 @@ def test_torch_bad_hyperparameters_raise(torch, Adam, options, error):
     with pytest.raises(error):
         optimizer.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1))], **options})
     assert len(optimizer.param_groups) == 1
-
-
-# --- optax ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def jx():
-    """jax, jax.numpy, optax and the adapter, or a skip."""
-    jax = pytest.importorskip("jax")
-    optax = pytest.importorskip("optax")
-    adapter = importlib.import_module("adamupdate.optax")
-    return types.SimpleNamespace(jax=jax, jnp=jax.numpy, optax=optax, adam=adapter.adam)
-
-
-def optax_run(jx, solver, params0, grads, *, jit=True, between=None):
-    """``len(grads)`` steps of ``solver``; ``between(t, state)`` may change the state."""
-
-    def step(params, state, grad):
-        updates, state = solver.update(grad, state, params)
-        return jx.optax.apply_updates(params, updates), state
-
-    step = jx.jax.jit(step) if jit else step
-    params = jx.jax.tree.map(jx.jnp.asarray, params0)
-    state = solver.init(params)
-    for t, grad in enumerate(grads, start=1):
-        params, state = step(params, state, jx.jax.tree.map(jx.jnp.asarray, grad))
-        if between is not None:
-            state = between(t, state)
-    return params, state
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64"])
-def test_optax_twenty_jitted_steps_match_the_reference(jx, dtype):
-    rng = np.random.default_rng(10)
-    p0 = np.asarray(rng.standard_normal((4, 5))).astype(dtype)
-    grads = small_gradients(rng, (4, 5), 20, dtype)
-    with jx.jax.enable_x64(dtype == "float64"):
-        params, (adam_state, _) = optax_run(jx, jx.adam(LR), p0, grads)
-        assert params.dtype == np.dtype(dtype) and int(adam_state.count) == 20
-        traj = run(p0, grads, LR, B1, B2, EPS)
-        assert_matches(np.asarray(params), traj.p, traj.p_bound, dtype, "params")
-        assert_matches(np.asarray(adam_state.mu), traj.m, traj.m_bound, dtype, "mu")
-        assert_matches(np.asarray(adam_state.nu), traj.v, traj.v_bound, dtype, "nu")
-        assert not np.iscomplexobj(adam_state.nu)
-
-
-def test_optax_adam_fails_the_same_check(jx):
-    rng = np.random.default_rng(10)
-    p0 = rng.standard_normal((4, 5)).astype(np.float32)
-    grads = small_gradients(rng, (4, 5), 20, "float32")
-    params, _ = optax_run(jx, jx.optax.adam(LR, eps=EPS), p0, grads)
-    traj = run(p0, grads, LR, B1, B2, EPS)
-    with pytest.raises(AssertionError):
-        assert_matches(np.asarray(params), traj.p, traj.p_bound, "float32")
-
-
-def test_optax_pytree_within_float32_ulps_of_the_functional_call(jx):
-    from adamupdate import adamupdate
-
-    rng = np.random.default_rng(11)
-    p0 = {"w": rng.standard_normal((3, 4)).astype(np.float32), "b": [np.float32(0.5)]}
-    grads = [
-        {"w": rng.standard_normal((3, 4)).astype(np.float32), "b": [rng.standard_normal(())]}
-        for _ in range(15)
-    ]
-    for g in grads:
-        g["b"] = [np.float32(g["b"][0])]
-    params, _ = optax_run(jx, jx.adam(LR, 0.8, 0.99, 1e-6), p0, grads)
-    ours = jx.jax.tree.map(jx.jnp.asarray, p0)
-    m = v = None
-    for t, g in enumerate(grads, start=1):
-        g = jx.jax.tree.map(jx.jnp.asarray, g)
-        ours, m, v = adamupdate(ours, g, m, v, t, LR, 0.8, 0.99, 1e-6)
-    for a, b in zip(jx.jax.tree.leaves(params), jx.jax.tree.leaves(ours)):
-        a, b = np.asarray(a), np.asarray(b)
-        ulps = np.abs(a - b) / np.spacing(np.maximum(np.abs(b), np.float32(LR)))
-        assert np.max(ulps) <= 4, np.max(ulps)
-
-
-def test_optax_inside_a_chain_with_clipping(jx):
-    rng = np.random.default_rng(12)
-    p0 = rng.standard_normal(10).astype(np.float32)
-    grads = [rng.standard_normal(10).astype(np.float32) for _ in range(12)]
-    alone, _ = optax_run(jx, jx.adam(LR), p0, grads)
-    loose = jx.optax.chain(jx.optax.clip_by_global_norm(1e6), jx.adam(LR))
-    params, _ = optax_run(jx, loose, p0, grads)
-    assert np.array_equal(np.asarray(params), np.asarray(alone))
-
-    clip = jx.optax.clip_by_global_norm(0.5)
-    clipped = [np.asarray(clip.update(jx.jnp.asarray(g), clip.init(None))[0]) for g in grads]
-    assert np.linalg.norm(clipped[0]) < np.linalg.norm(grads[0])
-    tight = jx.optax.chain(jx.optax.clip_by_global_norm(0.5), jx.adam(LR))
-    params, _ = optax_run(jx, tight, p0, grads)
-    traj = run(p0, clipped, LR, B1, B2, EPS)
-    assert_matches(np.asarray(params), traj.p, traj.p_bound, "float32")
-
-
-@pytest.mark.parametrize("static_args", [(), ("b1", "b2", "eps")])
-def test_optax_inject_hyperparams_changes_the_rate_mid_run(jx, static_args):
-    rng = np.random.default_rng(13)
-    p0 = rng.standard_normal(12).astype(np.float32)
-    grads = small_gradients(rng, 12, 16, "float32")
-    solver = jx.optax.inject_hyperparams(jx.adam, static_args=static_args)(learning_rate=LR)
-
-    def halve_after_eight(t, state):
-        if t == 8:
-            state.hyperparams["learning_rate"] = jx.jnp.asarray(LR / 2, jx.jnp.float32)
-        return state
-
-    params, _ = optax_run(jx, solver, p0, grads, between=halve_after_eight)
-    want, bound = reference_bounds(p0, grads, [LR] * 8 + [LR / 2] * 8)
-    assert_matches(np.asarray(params), want, bound, "float32")
-
-
-def test_optax_schedule(jx):
-    rng = np.random.default_rng(14)
-    p0 = rng.standard_normal(12).astype(np.float32)
-    grads = small_gradients(rng, 12, 10, "float32")
-    schedule = jx.optax.exponential_decay(LR, transition_steps=1, decay_rate=0.8)
-    params, state = optax_run(jx, jx.adam(schedule), p0, grads)
-    want, bound = reference_bounds(p0, grads, [LR * 0.8**t for t in range(10)])
-    assert_matches(np.asarray(params), want, bound, "float32")
-    assert int(state[1].count) == 10
-
-
-def test_optax_bad_hyperparameters_raise(jx):
-    for kwargs in ({"learning_rate": -1.0}, {"b1": 1.0}, {"b2": -0.5}, {"eps": 0.0}):
-        with pytest.raises(ValueError):
-            jx.adam(**kwargs)
-    with pytest.raises(TypeError):
-        jx.adam(b1=True)
 
 
 # --- optional dependencies -----------------------------------------------------------------

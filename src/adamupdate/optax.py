@@ -36,6 +36,10 @@ def adam(
     b1: Any = 0.9,
     b2: Any = 0.999,
     eps: Any = 1e-8,
+    eps_root: Any = None,
+    mu_dtype: Any = None,
+    *,
+    nesterov: bool = False,
 ) -> optax.GradientTransformation:
     r"""Adam with MATLAB's numbers, as an optax ``GradientTransformation``.
 
@@ -66,8 +70,21 @@ def adam(
     - complex parameters: :math:`v` is kept real (``optax.adam`` keeps a complex :math:`v` with
       a zero imaginary part), and complex values are scaled componentwise, as MATLAB scales a
       complex array by a real number;
-    - float16/bfloat16 gradients keep float32 averages, as :func:`adamupdate.adamupdate` does;
-    - no ``eps_root``, ``mu_dtype`` or ``nesterov`` options: MATLAB's ``adamupdate`` has none.
+    - float16/bfloat16 gradients keep float32 averages, as :func:`adamupdate.adamupdate` does
+      (``mu_dtype`` chooses the first moment's dtype, as in ``optax.adam``);
+    - ``eps_root`` and ``nesterov`` are accepted only at their neutral values (0 and ``False``):
+      MATLAB's ``adamupdate`` has neither a term inside the square root nor a Nesterov variant,
+      so any other value would not be MATLAB's step (``optax.nadam`` is Adam with Nesterov
+      momentum).
+
+    The arguments are ``optax.adam``'s, in its order, so the two are interchangeable in a call.
+    The state has ``optax.adam``'s structure, with the parameters' shardings (``init`` makes
+    each average with ``jnp.zeros_like``, so a ``NamedSharding`` — explicit or not — carries
+    over, and ``init``'s state has the same types as ``update``'s: ``lax.cond`` can choose
+    between them). Leaves may be Python numbers, as in optax. A state made by ``optax.adam``
+    continues here: its moments are MATLAB's uncorrected :math:`m` and :math:`v` too, and for
+    complex parameters, where optax stores :math:`v` as a complex array with a zero imaginary
+    part, the first ``update`` takes its real part.
 
     The updates are within a few float32 ulps of :func:`adamupdate.adamupdate` on the same
     arrays: that call multiplies :math:`\alpha` into the step size before the division, this
@@ -83,18 +100,36 @@ def adam(
         ``SquaredGradientDecayFactor`` (defaults 0.9 and 0.999).
     eps
         :math:`\epsilon > 0`, added to :math:`\sqrt{v}` (default 1e-8).
+    eps_root
+        ``None`` or 0 (optax's default). optax adds it to :math:`\hat v` inside the square
+        root; MATLAB has no such term, so another value raises ``ValueError``. Under
+        ``optax.inject_hyperparams`` leave it out or name it in ``static_args``: a traced value
+        cannot be checked and raises ``TypeError``.
+    mu_dtype
+        The first moment's dtype, as in ``optax.adam`` (``None``: the parameters' dtype, float32
+        for float16/bfloat16 parameters). The moment is computed in the wider of this dtype
+        and the gradient's and stored in this one. Complex parameters need a complex
+        ``mu_dtype``: a real one would drop the imaginary part of :math:`m`.
+    nesterov
+        ``False`` only: MATLAB's ``adamupdate`` has no Nesterov variant (use ``optax.nadam``
+        for that algorithm).
 
     Returns
     -------
     optax.GradientTransformation
-        ``optax.chain(scale_by_matlab_adam(b1, b2, eps), <scale by -learning_rate>)``; its state
+        ``optax.chain(scale_by_matlab_adam(b1, b2, eps, eps_root, mu_dtype), <scale by
+        -learning_rate>)``; its state
         is ``(ScaleByAdamState(count, mu, nu), EmptyState() or ScaleByScheduleState(count))``.
 
     Raises
     ------
     TypeError, ValueError
         For a hyper-parameter given as a Python or NumPy number that is not a finite number in
-        its range (arrays, as ``inject_hyperparams`` passes them, are taken as they are).
+        its range (arrays, as ``inject_hyperparams`` passes them, are taken as they are); for a
+        non-zero ``eps_root``, ``nesterov=True`` or a ``mu_dtype`` that is not a floating-point
+        or complex dtype. ``init`` raises ``TypeError`` for a parameter that is not a
+        floating-point or complex number (naming its path), and for complex parameters with a
+        real ``mu_dtype``.
 
     Notes
     -----
@@ -139,20 +174,28 @@ def adam(
     if not callable(learning_rate) and _is_number(learning_rate):
         _validate.learn_rate(learning_rate, "learning_rate")
     return optax.chain(
-        scale_by_matlab_adam(b1=b1, b2=b2, eps=eps),
+        scale_by_matlab_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
         _scale_by_learning_rate(learning_rate),
     )
 
 
 def scale_by_matlab_adam(
-    b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    eps_root: Any = None,
+    mu_dtype: Any = None,
+    *,
+    nesterov: bool = False,
 ) -> optax.GradientTransformation:
     r"""Rescale updates by MATLAB's Adam step without the learning rate:
     :math:`\frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t} \cdot \frac{m_t}{\sqrt{v_t} + \epsilon}`.
 
     See :func:`adam`, which chains it with scaling by :math:`-\alpha`. The state is
     ``optax.ScaleByAdamState(count, mu, nu)``: the step count (int32, 0 before the first
-    update) and the *uncorrected* moments :math:`m` and :math:`v` (real for complex inputs).
+    update) and the *uncorrected* moments :math:`m` and :math:`v` (real for complex inputs),
+    each made with ``jnp.zeros_like`` of its parameter, so with the parameter's sharding.
+    The arguments are :func:`adam`'s, and ``optax.scale_by_adam``'s in its order.
 
     Returns
     -------
@@ -164,17 +207,32 @@ def scale_by_matlab_adam(
             _validate.decay(decay, name)
     if _is_number(eps) and not _validate.learn_rate(eps, "eps") > 0:
         raise ValueError(f"eps must be > 0, got {eps!r}")
+    _check_not_matlab_options(eps_root, nesterov)
+    if mu_dtype is not None:
+        _check_moment_dtype(mu_dtype)
 
     def init_fn(params: Any) -> optax.ScaleByAdamState:
-        mu = jax.tree.map(lambda p: jnp.zeros(p.shape, _state_dtype(p.dtype)), params)
-        nu = jax.tree.map(lambda p: jnp.zeros(p.shape, _real(_state_dtype(p.dtype))), params)
+        def first(path: Any, p: Any) -> Any:
+            return jnp.zeros_like(p, dtype=_mu_dtype(path, _param_dtype(path, p), mu_dtype))
+
+        def second(path: Any, p: Any) -> Any:
+            return jnp.zeros_like(p, dtype=_real(_state_dtype(_param_dtype(path, p))))
+
+        mu = jax.tree_util.tree_map_with_path(first, params)
+        nu = jax.tree_util.tree_map_with_path(second, params)
         return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu)
 
     def update_fn(updates: Any, state: optax.ScaleByAdamState, params: Any = None) -> tuple:
         del params
-        count = optax.safe_increment(state.count)
+        _check_not_matlab_options(eps_root, nesterov)  # inject_hyperparams calls us again here
+        updates = _tree_map(_as_array, updates)
+        count = _increment(state.count)
         mu = _tree_map(lambda g, m: _update_moment(m, g, b1), updates, state.mu)
-        nu = _tree_map(lambda g, v: _update_moment(v, _squared_magnitude(g), b2), updates, state.nu)
+        # optax.adam keeps v of complex parameters complex, with a zero imaginary part: its
+        # real part is MATLAB's v, and the state continues as ours (real).
+        nu = _tree_map(
+            lambda g, v: _update_moment(_real_part(v), _squared_magnitude(g), b2), updates, state.nu
+        )
         step_size = jnp.sqrt(_one_minus_power(b2, count)) / _one_minus_power(b1, count)
         steps = _tree_map(lambda g, m, v: _step(g.dtype, step_size, m, v, eps), updates, mu, nu)
         return steps, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
@@ -186,14 +244,23 @@ def scale_by_matlab_adam(
 
 
 def _update_moment(moment: Any, value: Any, decay: Any) -> Any:
-    r""":math:`\beta\, moment + (1-\beta)\, value`; complex componentwise, as MATLAB scales a
-    complex array by a real number (a complex product would turn inf+0j into inf+nan·j)."""
+    r""":math:`\beta\, moment + (1-\beta)\, value` in the wider of the two dtypes, stored in
+    ``moment``'s; complex componentwise, as MATLAB scales a complex array by a real number (a
+    complex product would turn inf+0j into inf+nan·j)."""
+    work = jnp.promote_types(moment.dtype, value.dtype)
+    if jnp.issubdtype(work, jnp.complexfloating) and not jnp.iscomplexobj(moment):
+        raise TypeError(
+            f"the optimizer state holds a real {moment.dtype} first moment for complex "
+            f"{value.dtype} gradients: storing it would drop the imaginary part (give a complex "
+            "mu_dtype)"
+        )
+    stored = moment.dtype
+    moment, value = moment.astype(work), value.astype(work)
     if jnp.iscomplexobj(value):
         real = _update_moment(moment.real, value.real, decay)
         imag = _update_moment(moment.imag, value.imag, decay)
-        return jax.lax.complex(real, imag)
-    value = value.astype(moment.dtype)
-    return _like(decay, moment) * moment + _like(1 - decay, moment) * value
+        return jax.lax.complex(real, imag).astype(stored)
+    return (_like(decay, work) * moment + _like(1 - decay, work) * value).astype(stored)
 
 
 def _squared_magnitude(g: Any) -> Any:
@@ -211,14 +278,16 @@ def _one_minus_power(beta: Any, count: Any) -> Any:
 
 
 def _step(dtype: Any, step_size: Any, m: Any, v: Any, eps: Any) -> Any:
-    r""":math:`(s\, m) / (\sqrt{v} + \epsilon)`, in ``m``'s precision, back in ``dtype``."""
-    denominator = jnp.sqrt(v) + _like(eps, v)
-    s = _like(step_size, v)
-    if jnp.iscomplexobj(m):
-        out = jax.lax.complex((s * m.real) / denominator, (s * m.imag) / denominator)
-    else:
-        out = (s * m) / denominator
-    return out.astype(dtype)
+    r""":math:`(s\, m) / (\sqrt{v} + \epsilon)`, in the wider of the moments' precisions,
+    back in ``dtype`` (real parts only for real gradients: a complex ``mu_dtype`` of real
+    parameters keeps a zero imaginary part)."""
+    work = jnp.promote_types(_real(m.dtype), v.dtype)
+    denominator = jnp.sqrt(v.astype(work)) + _like(eps, work)
+    s = _like(step_size, work)
+    real = (s * m.real.astype(work)) / denominator
+    if not jnp.issubdtype(dtype, jnp.complexfloating):
+        return real.astype(dtype)
+    return jax.lax.complex(real, (s * m.imag.astype(work)) / denominator).astype(dtype)
 
 
 def _scale_by_learning_rate(learning_rate: Any) -> optax.GradientTransformation:
@@ -239,9 +308,7 @@ def _scale_by_learning_rate(learning_rate: Any) -> optax.GradientTransformation:
         ) -> tuple[Any, optax.ScaleByScheduleState]:
             del params
             rate = learning_rate(state.count)
-            return scale(updates, rate), optax.ScaleByScheduleState(
-                count=optax.safe_increment(state.count)
-            )
+            return scale(updates, rate), optax.ScaleByScheduleState(count=_increment(state.count))
 
         return optax.GradientTransformation(init_fn, update_fn)
 
@@ -253,7 +320,7 @@ def _scale_by_learning_rate(learning_rate: Any) -> optax.GradientTransformation:
 
 
 def _scaled(u: Any, factor: Any) -> Any:
-    f = _like(factor, u.real if jnp.iscomplexobj(u) else u)
+    f = _like(factor, u.dtype)
     if jnp.iscomplexobj(u):
         return jax.lax.complex(f * u.real, f * u.imag)
     return f * u
@@ -272,16 +339,101 @@ def _real(dtype: Any) -> Any:
     return jnp.finfo(dtype).dtype
 
 
-def _like(scalar: Any, array: Any) -> Any:
-    """A scalar (a Python number, or an array such as inject_hyperparams makes) in ``array``'s
+def _param_dtype(path: Any, p: Any) -> Any:
+    """A parameter's dtype, canonical for JAX's precision setting: a Python float or int is a
+    default float (as ``jnp.asarray(1.0)``), a Python complex a default complex."""
+    if isinstance(p, int) and not isinstance(p, bool):
+        p = float(p)
+    dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(p))
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        where = jax.tree_util.keystr(path)
+        raise TypeError(
+            f"params{where} has dtype {dtype}: Adam updates floating-point or complex "
+            "parameters only"
+        )
+    return dtype
+
+
+def _mu_dtype(path: Any, param_dtype: Any, mu_dtype: Any) -> Any:
+    """The first moment's dtype: ``mu_dtype`` (canonical), or the averages' default."""
+    if mu_dtype is None:
+        return _state_dtype(param_dtype)
+    dtype = jax.dtypes.canonicalize_dtype(mu_dtype)
+    if jnp.issubdtype(param_dtype, jnp.complexfloating) and not jnp.issubdtype(
+        dtype, jnp.complexfloating
+    ):
+        raise TypeError(
+            f"mu_dtype={dtype} cannot hold the first moment of params"
+            f"{jax.tree_util.keystr(path)}, which are {param_dtype}: the imaginary part would "
+            "be lost (give a complex mu_dtype)"
+        )
+    return dtype
+
+
+def _check_moment_dtype(mu_dtype: Any) -> None:
+    try:
+        dtype = jnp.dtype(mu_dtype)
+    except TypeError as error:
+        raise TypeError(f"mu_dtype must be a dtype or None, got {mu_dtype!r}") from error
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        raise TypeError(f"mu_dtype must be a floating-point or complex dtype, got {dtype}")
+
+
+def _check_not_matlab_options(eps_root: Any, nesterov: Any) -> None:
+    """Refuse what optax.adam offers and MATLAB's adamupdate does not have."""
+    if nesterov:
+        raise ValueError(
+            f"nesterov={nesterov!r}: MATLAB's adamupdate has no Nesterov variant, so this "
+            "would not be its step (optax.nadam is Adam with Nesterov momentum); use False"
+        )
+    if eps_root is None:
+        return
+    if _validate.is_traced(eps_root):
+        raise TypeError(
+            "eps_root is traced (optax.inject_hyperparams makes it a state): it must be 0, "
+            "which cannot be checked under jax.jit; leave it out or list it in static_args"
+        )
+    if _validate.learn_rate(eps_root, "eps_root") != 0:
+        raise ValueError(
+            f"eps_root={eps_root!r}: MATLAB's adamupdate adds epsilon outside the square root "
+            "only (sqrt(v) + epsilon) and has no term inside it, so a non-zero eps_root would "
+            "not be its step; use 0 or None"
+        )
+
+
+def _as_array(x: Any) -> Any:
+    """A gradient leaf as an array: Python numbers as ``jnp.asarray`` makes them (an int as a
+    float)."""
+    if isinstance(x, jax.Array):
+        return x
+    if isinstance(x, int) and not isinstance(x, bool):
+        x = float(x)
+    return jnp.asarray(x)
+
+
+def _real_part(v: Any) -> Any:
+    """MATLAB's real v from a state that stores it complex (``optax.adam``'s, for complex
+    parameters: the imaginary part is zero)."""
+    return v.real if jnp.iscomplexobj(v) else v
+
+
+def _like(scalar: Any, dtype: Any) -> Any:
+    """A scalar (a Python number, or an array such as inject_hyperparams makes) in ``dtype``'s
     real precision: a double times a single array is a single operation, as in MATLAB."""
-    return jnp.asarray(scalar, dtype=_real(array.dtype))
+    return jnp.asarray(scalar, dtype=_real(dtype))
 
 
 def _is_number(x: Any) -> bool:
     """A Python or NumPy number (checked here); arrays and tracers, as inject_hyperparams
     passes, are taken as they are."""
     return isinstance(x, (int, float)) or (hasattr(x, "dtype") and not isinstance(x, jax.Array))
+
+
+def _increment(count: Any) -> Any:
+    """``count + 1``, held at int32's largest value instead of wrapping (as optax's
+    ``safe_increment``, which optax 0.2.0, our oldest, does not have under that name)."""
+    top = jnp.iinfo(jnp.int32).max
+    return jnp.where(count < top, count + 1, top).astype(jnp.int32)
 
 
 def _tree_map(f: Callable[..., Any], tree: Any, *rest: Any) -> Any:
