@@ -53,7 +53,9 @@ def reference_bounds(p0, grads, learn_rates, b1=B1, b2=B2, eps=EPS, m0=None, v0=
 def x64(jax, on):
     """``jax.enable_x64(on)``; ``jax.experimental.enable_x64`` before JAX 0.6."""
     enable = getattr(jax, "enable_x64", None)
-    return enable(on) if enable else importlib.import_module("jax.experimental").enable_x64(on)
+    if enable is not None:  # a config State, whose truth value is not defined
+        return enable(on)
+    return importlib.import_module("jax.experimental").enable_x64(on)
 
 
 @pytest.fixture
