@@ -638,11 +638,3 @@ def _save_checkpoint(
         "elapsed_s": monitor.part_times,
     }
     return _checkpoint.write(path, checkpoint)
-
-
-if __name__ == "__main__":
-    import sys
-
-    from adamupdate.__main__ import main
-
-    sys.exit(main(["demo", *sys.argv[1:]]))
