@@ -17,15 +17,15 @@ Three routes, chosen per group when it is planned (:func:`_route`):
   CPU tensors without numba) in MATLAB's operation order with ``torch._foreach_*`` ops,
   half precision computed in float32, complex as pairs of reals (``view_as_real``).
 
-Nothing records autograd history (all work runs under ``torch.no_grad()``); in-place writes bump
-the tensors' version counters as in-place operations do, so a graph that saved a parameter
-refuses a stale ``backward()``.
+The ``fused`` and ``foreach`` routes' steps live in :mod:`._torch_routes`, DTensor shards in
+:mod:`._torch_dtensor`. Nothing records autograd history (all work runs under
+``torch.no_grad()``); in-place writes bump the tensors' version counters as in-place
+operations do, so a graph that saved a parameter refuses a stale ``backward()``.
 """
 
 from __future__ import annotations
 
 import operator
-import sys
 from typing import Any
 
 import numpy as np
@@ -35,12 +35,12 @@ from .. import _reuse
 from .._memory import overlaps_itself, reads_overlap, written_overlap, written_spans
 from ..kernels import numba_kernel
 from ..rules import Rule, adam
-from ..rules.adam import StepCoefficients, torch_equivalent_epsilon
+from ._torch_dtensor import _dtensor_type, _locals_of, _shardable, _sharded
+from ._torch_routes import _HALF, _foreach_step, _fused_step, _rule_step
 
 NAME = "torch"
 MUTABLE = True  # tensors are updated in their own buffers
 
-_HALF = (torch.float16, torch.bfloat16)
 _SUPPORTED = (*_HALF, torch.float32, torch.float64, torch.complex64, torch.complex128)
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 _NUMPY_DTYPES: dict[torch.dtype, np.dtype] = {
@@ -196,62 +196,6 @@ def _route(rule: Rule, param: torch.Tensor, state_dtypes: tuple[torch.dtype, ...
     if rule is adam.RULE and fusable and own and not param.dtype.is_complex:
         return "fused"
     return "foreach"
-
-
-def _dtensor_type() -> Any:
-    """DTensor's class, when torch.distributed's tensor package is already loaded."""
-    module = sys.modules.get("torch.distributed.tensor")
-    return getattr(module, "DTensor", None)
-
-
-def _shardable(x: torch.Tensor) -> bool:
-    """A DTensor whose local tensor holds this rank's elements as they are: sharded or
-    replicated, not a partial sum waiting for a reduction."""
-    dtensor = _dtensor_type()
-    if dtensor is None or not isinstance(x, dtensor):
-        return False
-    return not any(placement.is_partial() for placement in x.placements)
-
-
-def _locals_of(tensors: list, like: list | None = None) -> list:
-    """The local shards of DTensors, each laid out as its parameter's (same mesh and
-    placements — anything else would pair elements of different shards)."""
-    dtensor = _dtensor_type()
-    if dtensor is None:  # torch.distributed's tensors not loaded: none of these is one
-        return list(tensors)
-    shards = []
-    for i, t in enumerate(tensors):
-        if like is not None and isinstance(t, dtensor):
-            p = like[i]
-            if t.placements != p.placements or t.device_mesh != p.device_mesh:
-                raise ValueError(
-                    f"a DTensor sharded as {t.placements} on {t.device_mesh} for a parameter "
-                    f"sharded as {p.placements} on {p.device_mesh}; shard it as the parameter"
-                )
-        shards.append(t._local_tensor if isinstance(t, dtensor) else t)
-    return shards
-
-
-def _sharded(locals_: list, params: list, originals: list) -> list:
-    """Local results as DTensors: the caller's own where the result was written into its
-    shard, new ones placed like the parameter otherwise."""
-    dtensor = _dtensor_type()
-    out = []
-    for local, p, original in zip(locals_, params, originals):
-        if isinstance(original, dtensor) and original._local_tensor is local:
-            out.append(original)
-        else:
-            out.append(
-                dtensor.from_local(
-                    local,
-                    p.device_mesh,
-                    p.placements,
-                    run_check=False,
-                    shape=p.shape,
-                    stride=p.stride(),
-                )
-            )
-    return out
 
 
 def _numba() -> Any:
@@ -584,41 +528,6 @@ def _plain_contiguous(
     return addresses
 
 
-def _rule_step(
-    rule: Rule,
-    params: list[torch.Tensor],
-    grads: list[torch.Tensor],
-    states: tuple[list[torch.Tensor], ...],
-    c: Any,
-) -> None:
-    """Any rule, one tensor at a time, in MATLAB's order: half precision in float32, complex
-    as pairs of reals. The buffers hold the inputs' values and receive the results (a fresh
-    state holds zeros: ``β·0 + x`` is ``x``, so no first-iteration form is needed)."""
-    compute = torch.float32 if params[0].dtype in _HALF else params[0].dtype
-    real = compute.to_real()
-    for i, (p, g) in enumerate(zip(params, grads)):
-        pc, gc = p.to(compute), g.to(compute)
-        xs = [column[i].to(real if sq else compute) for column, sq in zip(states, rule.squared)]
-        if compute.is_complex:
-            pc, gc = torch.view_as_real(pc), torch.view_as_real(gc)
-            g2 = gc.square().sum(-1, keepdim=True)
-            xs = [
-                x.unsqueeze(-1) if sq else torch.view_as_real(x) for x, sq in zip(xs, rule.squared)
-            ]
-        else:
-            g2 = gc * gc
-        new_p, *new_states = rule.step(torch, pc, gc, g2, tuple(xs), c)
-        if compute.is_complex:
-            new_p = torch.view_as_complex(new_p.contiguous())
-            new_states = [
-                x.squeeze(-1) if sq else torch.view_as_complex(x.contiguous())
-                for x, sq in zip(new_states, rule.squared)
-            ]
-        p.copy_(new_p)
-        for column, x in zip(states, new_states):
-            column[i].copy_(x)
-
-
 def _new_like(p: torch.Tensor, dtype: torch.dtype, replacing: Any = None) -> torch.Tensor:
     """A new output laid out as ``p``, replacing the input ``replacing``: never memory that
     anyone else can reach.
@@ -673,75 +582,3 @@ def _like(t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 def _full(state: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """MATLAB's scalar-0 average of a frozen parameter, broadcast to the parameter's shape."""
     return state if state.shape == p.shape else state.expand(p.shape).clone()
-
-
-def _fused_step(
-    params: list[torch.Tensor],
-    grads: list[torch.Tensor],
-    avg_grads: list[torch.Tensor],
-    avg_sq_grads: list[torch.Tensor],
-    step: torch.Tensor,
-    c: StepCoefficients,
-) -> None:
-    torch._fused_adam_(
-        params,
-        grads,
-        avg_grads,
-        avg_sq_grads,
-        [],
-        [step] * len(params),  # read, not incremented, by the kernel
-        amsgrad=False,
-        lr=c.learn_rate,
-        beta1=c.grad_decay,
-        beta2=c.sq_grad_decay,
-        weight_decay=0.0,
-        eps=torch_equivalent_epsilon(c.epsilon, c.sq_grad_decay, c.iteration),
-        maximize=False,
-        grad_scale=None,
-        found_inf=None,
-    )
-
-
-def _foreach_step(
-    params: list[torch.Tensor],
-    grads: list[torch.Tensor],
-    avg_grads: list[torch.Tensor],
-    avg_sq_grads: list[torch.Tensor],
-    c: StepCoefficients,
-) -> None:
-    """MATLAB's operations in MATLAB's order; half precision in float32, complex as real
-    pairs (a real scalar times a complex number scales both parts)."""
-    compute = torch.float32 if params[0].dtype in _HALF else params[0].dtype
-    p = [t.to(compute) for t in params]
-    g = [t.to(compute) for t in grads]
-    m = [t.to(compute) for t in avg_grads]
-    v = [t.to(compute.to_real()) for t in avg_sq_grads]
-    if compute.is_complex:
-        p, g, m = ([torch.view_as_real(t) for t in column] for column in (p, g, m))
-        squared: list[torch.Tensor] | tuple[torch.Tensor, ...] = [
-            t.square().sum(-1, keepdim=True) for t in g
-        ]
-        v_view = [t.unsqueeze(-1) for t in v]
-    else:
-        squared = torch._foreach_mul(g, g)
-        v_view = v
-    torch._foreach_mul_(squared, c.one_minus_sq_grad_decay)
-    torch._foreach_mul_(v_view, c.sq_grad_decay)
-    torch._foreach_add_(v_view, squared)
-    scaled_grad = torch._foreach_mul(g, c.one_minus_grad_decay)
-    torch._foreach_mul_(m, c.grad_decay)
-    torch._foreach_add_(m, scaled_grad)
-    denom = torch._foreach_sqrt(v_view)
-    torch._foreach_add_(denom, c.epsilon)
-    update: list[torch.Tensor] | tuple[torch.Tensor, ...] = torch._foreach_mul(m, c.step_size)
-    if compute.is_complex:
-        update = [u / d for u, d in zip(update, denom)]
-    else:
-        torch._foreach_div_(update, denom)
-    torch._foreach_sub_(p, update)
-    if compute.is_complex:
-        p, m = ([torch.view_as_complex(t) for t in column] for column in (p, m))
-    for targets, results in ((params, p), (avg_grads, m), (avg_sq_grads, v)):
-        for target, result in zip(targets, results):
-            if result is not target and result.data_ptr() != target.data_ptr():
-                target.copy_(result)
