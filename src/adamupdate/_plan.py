@@ -73,7 +73,8 @@ class Plan:
         states: Sequence[Sequence[Any]],
         hyper: Any,
     ) -> tuple[list[Any], tuple[list[Any], ...]]:
-        """Bind every group, then run every group; return the new leaves in order."""
+        """Bind every group, run every group, then commit every group (see the module
+        docstring); return the new leaves in order."""
         if self.grads is not None:
             grads = self.grads
         for group in self.groups:
@@ -86,7 +87,7 @@ class Plan:
         n = len(params)
         new_params: list[Any] = [None] * n
         new_states = tuple([None] * n for _ in states)
-        running = [group for group in sorted(self.groups, key=_run_order) if group.step]
+        running = [g for g in sorted(self.groups, key=_run_order) if g.step is not None]
         for group in running:
             group.step.run(coefficients_for(group.factor))
         for group in running:  # every run has succeeded: now the caller's buffers
