@@ -262,3 +262,14 @@ def container_type(x: object) -> type:
     if hasattr(x, "_adamupdate_receipt") and cls.__mro__[1] in (dict, list, tuple):
         return cls.__mro__[1]
     return cls
+
+
+def jax_x64(jax, on: bool = True):
+    """A context with JAX's 64-bit types on or off: ``jax.enable_x64`` from JAX 0.6 (a config
+    State, without a truth value), ``jax.experimental.enable_x64`` before."""
+    import importlib
+
+    enable = getattr(jax, "enable_x64", None)
+    if enable is not None:
+        return enable(on)
+    return importlib.import_module("jax.experimental").enable_x64(on)

@@ -43,7 +43,7 @@ import numpy as np
 import pytest
 
 from adamupdate import adamupdate
-from reference import container_type
+from reference import container_type, jax_x64
 
 # --------------------------------------------------------------------------------------------
 # Independent float64 reference
@@ -206,7 +206,7 @@ def jax_lib(platform: str = "cpu") -> Lib:
     def context(dtype):
         # float64/complex128 need JAX's x64 mode; enable it only around those tests.
         wide = dtype in ("float64", "complex128")
-        return jax.enable_x64(True) if wide else contextlib.nullcontext()
+        return jax_x64(jax) if wide else contextlib.nullcontext()
 
     return Lib(f"jax-{platform}", make, lambda x: _as64(np.asarray(x)), check, context)
 

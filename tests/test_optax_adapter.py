@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reference import assert_matches, run
+from reference import assert_matches, jax_x64, run
 
 LR, B1, B2, EPS = 0.01, 0.9, 0.999, 1e-8
 SRC = Path(__file__).parents[1] / "src"
@@ -51,11 +51,8 @@ def reference_bounds(p0, grads, learn_rates, b1=B1, b2=B2, eps=EPS, m0=None, v0=
 
 
 def x64(jax, on):
-    """``jax.enable_x64(on)``; ``jax.experimental.enable_x64`` before JAX 0.6."""
-    enable = getattr(jax, "enable_x64", None)
-    if enable is not None:  # a config State, whose truth value is not defined
-        return enable(on)
-    return importlib.import_module("jax.experimental").enable_x64(on)
+    """JAX's 64-bit mode on or off (see ``reference.jax_x64``)."""
+    return jax_x64(jax, on)
 
 
 @pytest.fixture

@@ -151,7 +151,9 @@ def jax_lib() -> Lib:
     def context(dtype):
         # float64/complex128 need JAX's x64 mode; enable it only around those tests.
         wide = dtype in ("float64", "complex128")
-        return jax.enable_x64(True) if wide else contextlib.nullcontext()
+        from reference import jax_x64
+
+        return jax_x64(jax) if wide else contextlib.nullcontext()
 
     return Lib(
         "jax",
