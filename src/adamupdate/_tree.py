@@ -231,11 +231,22 @@ def _build(node: Node, take: Callable[[], Any]) -> Any:
         items = {key: _build(child, take) for key, child in zip(node.keys, node.children)}
         return items if node.type_ is dict else node.type_(items)
     # table: copy the frame (other columns carried through) and put the new values in place.
-    pandas = sys.modules["pandas"]
     frame = node.table.copy(deep=False)
     values = [take() for _ in node.children]
-    frame["Value"] = pandas.Series(values, index=frame.index, dtype=object)
+    frame["Value"] = object_column(values, frame.index)
     return frame
+
+
+def object_column(values: list[Any], index: Any) -> Any:
+    """A pandas column holding ``values`` as they are (tensors, arrays): filled element by
+    element, so that no pandas version tries to turn a tensor into a NumPy array."""
+    import numpy as np
+
+    pandas = sys.modules["pandas"]
+    column = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        column[i] = value
+    return pandas.Series(column, index=index, dtype=object)
 
 
 def same_structure_leaves(node: Node, obj: Any) -> list[Any] | None:

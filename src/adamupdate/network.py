@@ -90,11 +90,11 @@ def _learnables_and_factors(
 
 
 def _table(names: list[str], values: list[Any]) -> Any:
-    from ._tables import LearnablesTable, pandas  # prints values, not tensor reprs
+    from ._tables import LearnablesTable  # prints values, not tensor reprs
 
     layers, parameters = zip(*(_split(name) for name in names)) if names else ((), ())
     frame = LearnablesTable({"Layer": list(layers), "Parameter": list(parameters)})
-    frame["Value"] = pandas.Series(values, index=frame.index, dtype=object)
+    frame["Value"] = _tree.object_column(values, frame.index)
     return frame
 
 

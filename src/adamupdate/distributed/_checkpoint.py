@@ -9,6 +9,7 @@ costs seconds of import time that a ZeRO-only run does not need.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -59,7 +60,12 @@ def save_checkpoint(
         "learn_rate_factors": [[name, f] for name, f in learn_rate_factors(unwrap(net)).items()],
     }
     with _single_process_is_intended():
-        dcp.save(state, checkpoint_id=checkpoint_id, process_group=process_group, **_no_dist())
+        dcp.save(
+            state,
+            checkpoint_id=checkpoint_id,
+            process_group=process_group,
+            **_no_dist(dcp.save),
+        )
 
 
 def load_checkpoint(
@@ -120,7 +126,7 @@ def load_checkpoint(
                 storage_reader=reader,
                 planner=SafeLoadPlanner(),
                 process_group=process_group,
-                **_no_dist(),
+                **_no_dist(dcp.load),
             )
     except CheckpointException as error:  # DCP gathers every rank's exception into one
         refused = [e for e, _ in error.failures.values() if isinstance(e, RefusedCheckpoint)]
@@ -132,9 +138,13 @@ def load_checkpoint(
     return state["avg_grad"], state["avg_sq_grad"], int(state["iteration"])
 
 
-def _no_dist() -> dict[str, bool]:
-    """One process without a process group: DCP's ``no_dist`` mode."""
-    return {} if dist.is_available() and dist.is_initialized() else {"no_dist": True}
+def _no_dist(function: Any) -> dict[str, bool]:
+    """One process without a process group: DCP's ``no_dist`` mode, for ``function``
+    (``dcp.save`` or ``dcp.load``) when it takes the keyword (not in torch 2.5, where DCP runs
+    one process without a group by itself)."""
+    if dist.is_available() and dist.is_initialized():
+        return {}
+    return {"no_dist": True} if "no_dist" in inspect.signature(function).parameters else {}
 
 
 @contextlib.contextmanager

@@ -156,14 +156,17 @@ def write(
     """Write the variables; ``with_manifest=False`` leaves out the ``adamupdate_manifest``
     variable (a file for MATLAB only, which loads back as MATLAB's own files do)."""
     import scipy.io
-    from scipy.io.matlab import MatWriteWarning
+    import scipy.io.matlab
+
+    # SciPy before 1.15 has no MatWriteWarning: its savemat warns with a UserWarning
+    dropped_field = getattr(scipy.io.matlab, "MatWriteWarning", UserWarning)
 
     values = {name: _to_matlab(node, arrays) for name, node in manifest["variables"]}
     mdict = values
     if with_manifest:
         mdict = {MAT_VARIABLE: np.str_(manifest_bytes(manifest).decode("ascii")), **values}
     with warnings.catch_warnings():
-        warnings.simplefilter("error", MatWriteWarning)  # never let SciPy drop a field
+        warnings.simplefilter("error", dropped_field)  # never let SciPy drop a field
         with open(path, "wb") as stream:
             scipy.io.savemat(
                 stream,
