@@ -73,7 +73,7 @@ def train(mode: str, out: str) -> None:
     if mode == "ddp":
         model = torch.nn.parallel.DistributedDataParallel(net)
     else:
-        from torch.distributed.fsdp import fully_shard
+        fully_shard = _fully_shard()
 
         model = fully_shard(net)
     avg_grad = avg_sq_grad = None
@@ -113,7 +113,7 @@ def train(mode: str, out: str) -> None:
 def _model(kind: str, net: torch.nn.Module) -> torch.nn.Module:
     world = dist.get_world_size() if dist.is_initialized() else 1
     if kind == "fsdp2":
-        from torch.distributed.fsdp import fully_shard
+        fully_shard = _fully_shard()
 
         return fully_shard(net)
     if world > 1:
@@ -320,6 +320,16 @@ MODES = {
     "zero": zero,
     "zero-reload": zero,
 }
+
+
+def _fully_shard():
+    """FSDP2's ``fully_shard``: public from torch 2.6, ``_composable.fsdp`` in torch 2.5."""
+    try:
+        from torch.distributed.fsdp import fully_shard
+    except ImportError:
+        from torch.distributed._composable.fsdp import fully_shard
+    return fully_shard
+
 
 if __name__ == "__main__":
     MODES[sys.argv[1]](sys.argv[1], sys.argv[2])

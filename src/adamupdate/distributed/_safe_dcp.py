@@ -171,10 +171,10 @@ def _check(metadata: Any, path: str) -> None:
             and "\0" not in name
         ):
             raise RefusedCheckpoint(f"{where}: {name!r} is not a file in the checkpoint folder")
-        if info.transform_descriptors:
+        transforms = getattr(info, "transform_descriptors", None)  # from torch 2.6 on
+        if transforms:
             raise RefusedCheckpoint(
-                f"{where}: needs stream transforms {list(info.transform_descriptors)!r}, "
-                "which are not read"
+                f"{where}: needs stream transforms {list(transforms)!r}, which are not read"
             )
         offset, length = info.offset, info.length
         if not (type(offset) is int and type(length) is int and offset >= 0 and length >= 0):
