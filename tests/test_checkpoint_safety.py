@@ -29,6 +29,7 @@ from adamupdate.distributed import (  # noqa: E402
     load_checkpoint,
     save_checkpoint,
 )
+from adamupdate.distributed._checkpoint import _no_dist  # noqa: E402  (DCP's keyword, if any)
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is .*single process")
 
@@ -145,7 +146,7 @@ def test_metadata_that_runs_code_is_refused(tmp_path, payload):
     assert not marker.exists()
     # through DCP directly: DCP wraps the ValueError in its CheckpointException
     with pytest.raises(BaseException, match=r"\.metadata: .*refusing to load it"):
-        dcp.load({}, storage_reader=SafeFileSystemReader(folder), no_dist=True)
+        dcp.load({}, storage_reader=SafeFileSystemReader(folder), **_no_dist(dcp.load))
     assert not marker.exists()
 
 
@@ -220,10 +221,10 @@ def test_non_tensor_entry_that_runs_code_is_refused(tmp_path):
         "learn_rate_factors": RunsCode(str(marker)),
     }
     evil = tmp_path / "evil"
-    dcp.save(state, checkpoint_id=evil, no_dist=True)
+    dcp.save(state, checkpoint_id=evil, **_no_dist(dcp.save))
     assert not marker.exists()
     # live: DCP's default planner runs it
-    dcp.load({"learn_rate_factors": []}, checkpoint_id=evil, no_dist=True)
+    dcp.load({"learn_rate_factors": []}, checkpoint_id=evil, **_no_dist(dcp.load))
     assert marker.exists()
     marker.unlink()
 
@@ -236,7 +237,7 @@ def test_non_tensor_entry_that_runs_code_is_refused(tmp_path):
             {"learn_rate_factors": []},
             storage_reader=SafeFileSystemReader(evil),
             planner=SafeLoadPlanner(),
-            no_dist=True,
+            **_no_dist(dcp.load),
         )
     assert not marker.exists()
 
@@ -245,7 +246,10 @@ def test_plain_non_tensor_entries_load(tmp_path):
     folder, *_ = trained(tmp_path)
     state = {"learn_rate_factors": []}
     dcp.load(
-        state, storage_reader=SafeFileSystemReader(folder), planner=SafeLoadPlanner(), no_dist=True
+        state,
+        storage_reader=SafeFileSystemReader(folder),
+        planner=SafeLoadPlanner(),
+        **_no_dist(dcp.load),
     )
     assert state["learn_rate_factors"] == [
         ["0.weight", 1.0],
