@@ -29,6 +29,10 @@ STEPS = 5
 LR = 0.01
 RESHARD_STEPS = 6  # the checkpoint tests: saved after 3, continued for 3 more
 
+# FSDP2 steps on the CPU from torch 2.6 on; torch 2.5's raises "FSDP requires CUDA for streams".
+_TORCH = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+FSDP2_RUNS_HERE = _TORCH >= (2, 6) or torch.cuda.is_available()
+
 
 def make_net() -> torch.nn.Module:
     torch.manual_seed(0)

@@ -25,10 +25,8 @@ if not dist.is_available():
 sys.path.insert(0, str(Path(__file__).parent))
 import distributed_worker as worker  # noqa: E402
 
-# FSDP2 steps on the CPU from torch 2.6 on; torch 2.5's raises "FSDP requires CUDA for streams".
-_TORCH = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
 needs_cpu_fsdp2 = pytest.mark.skipif(
-    _TORCH < (2, 6) and not torch.cuda.is_available(),
+    not worker.FSDP2_RUNS_HERE,
     reason="FSDP2 runs on the CPU from torch 2.6 on (torch 2.5 needs CUDA streams)",
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import inspect
 import math
 import os
 import struct
@@ -225,6 +226,10 @@ def test_container_subclasses_come_back_with_like(tmp_path):
 # ------------------------------------------------------------------------------------------
 
 
+# pandas 2.3 added strings whose missing value is NaN (the default from pandas 3)
+NAN_STRINGS = "na_value" in inspect.signature(pd.StringDtype).parameters
+
+
 def learnables_table(rng):
     frame = pd.DataFrame(
         {
@@ -243,7 +248,9 @@ def learnables_table(rng):
     frame["Factor"] = np.array([1.0, np.nan, -0.0, 2.0])
     frame["Frozen"] = np.array([True, False, False, True])
     frame["Note"] = pd.Series(["a", None, 3, 4.5], dtype=object)
-    frame["Tag"] = pd.Series(["x", None, "z", "w"], dtype=pd.StringDtype("python", np.nan))
+    frame["Tag"] = pd.Series(["x", None, "z", "w"], dtype=pd.StringDtype("python"))
+    if NAN_STRINGS:
+        frame["Text"] = pd.Series(["x", None, "z", "w"], dtype=pd.StringDtype("python", np.nan))
     return frame
 
 

@@ -26,6 +26,7 @@ and payload bits (see ``NAN``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import subprocess
 import sys
@@ -397,10 +398,33 @@ def test_in_place_gives_the_same_bits(solver, lib_name, dtype):
                 assert all(a is b for a, b in zip(flat(params_ip), given_leaves))
                 if given_state is not None:
                     assert all(a is b for a, b in zip(flat(state_ip), given_state))
+            same = assert_same_bits
+            if lib_name == "jax" and _version(sys.modules["jax"].__version__) < (0, 5):
+                same = functools.partial(assert_within_ulps, ulps=t + 1)  # see there
             for i in range(len(LEAF_SHAPES)):
                 where = f"step {t + 1}, leaf {i}"
-                assert_same_bits(flat(params_ip)[i], lib.to_numpy(flat(params)[i]), f"p, {where}")
-                assert_same_bits(flat(state_ip)[i], lib.to_numpy(flat(state)[i]), f"s, {where}")
+                same(flat(params_ip)[i], lib.to_numpy(flat(params)[i]), f"p, {where}")
+                same(flat(state_ip)[i], lib.to_numpy(flat(state)[i]), f"s, {where}")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:2])
+
+
+def assert_within_ulps(a, b, what: str, *, ulps: int) -> None:
+    """At most ``ulps`` apart, real and imaginary parts alike. For JAX before 0.5 only: XLA
+    contracts ``a * b + c`` into one FMA where its fusions allow (openxla/xla#41579), and JAX
+    0.4.30 fuses a program with donated buffers differently from the same program without
+    (measured: complex RMSProp in place and not drift apart by up to an ulp per step; JAX 0.10
+    gives the same bits)."""
+    a = np.asarray(a)
+    b = np.asarray(b).astype(a.dtype)  # the library's array, as the reference holds it
+    if np.iscomplexobj(a):
+        a, b = np.stack((a.real, a.imag)), np.stack((b.real, b.imag))
+    try:
+        np.testing.assert_array_max_ulp(a, b, maxulp=ulps)
+    except AssertionError as error:
+        raise AssertionError(f"{what}: {error}") from None
 
 
 # --------------------------------------------------------------------------------------------

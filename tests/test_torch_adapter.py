@@ -340,8 +340,10 @@ def test_route_flags_change_nothing(flags):
     _train(optimizer, flagged, grads)
     for p, q in zip(plain, flagged):
         assert torch.equal(p, q)
-    for key, value in flags.items():
-        assert optimizer.state_dict()["param_groups"][0][key] == value
+    group = optimizer.state_dict()["param_groups"][0]
+    for key, value in flags.items():  # kept as torch.optim.Adam keeps them on this torch
+        assert group.get(key, value) == value
+    assert set(group) == set(torch.optim.Adam(_clone(params)).state_dict()["param_groups"][0])
 
 
 @pytest.mark.parametrize(
@@ -383,11 +385,17 @@ def test_options_that_are_not_matlabs_are_refused_with_the_reason(options, match
 )
 def test_torchs_bad_inputs_raise_torchs_errors(options):
     w = torch.nn.Parameter(torch.zeros(2))
-    with pytest.raises(Exception) as theirs:
+    try:
         torch.optim.Adam([w], **options)
-    with pytest.raises(theirs.type) as ours:
+    except Exception as error:
+        theirs = error
+    else:  # older torch takes mixed float/Tensor betas, and so do we there
+        assert "betas" in options
         Adam([w], **options)
-    assert str(ours.value).startswith(str(theirs.value)), (str(ours.value), str(theirs.value))
+        return
+    with pytest.raises(type(theirs)) as ours:
+        Adam([w], **options)
+    assert str(ours.value).startswith(str(theirs)), (str(ours.value), str(theirs))
 
 
 def test_tensor_hyper_parameters_are_read_at_each_step():

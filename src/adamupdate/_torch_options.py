@@ -1,8 +1,9 @@
 """The keyword arguments of ``torch.optim.Adam``, checked for :class:`adamupdate.torch.Adam`.
 
 A parameter group of :class:`adamupdate.torch.Adam` carries every key a ``torch.optim.Adam``
-group carries (``torch/optim/adam.py``, ``Adam.__init__``, torch 2.13), so that either optimizer
-continues from the other's ``state_dict()``. This module says which values we accept and
+group carries on the installed torch (``torch/optim/adam.py``, ``Adam.__init__``: torch 2.13
+has the eight of :data:`FLAG_DEFAULTS`, torch 2.5 all but ``decoupled_weight_decay``), so that
+either optimizer continues from the other's ``state_dict()``. This module says which values we accept and
 raises, for an input ``torch.optim.Adam`` refuses, the error type and message it raises:
 
 - ``lr``, ``betas``, ``eps``: numbers or one-element tensors, as torch takes them; ranges are
@@ -19,6 +20,8 @@ raises, for an input ``torch.optim.Adam`` refuses, the error type and message it
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
 from typing import Any
@@ -27,7 +30,8 @@ import torch
 
 from . import _validate
 
-# torch.optim.Adam's group keys (torch 2.13) beyond lr, betas and eps, with its defaults.
+# torch.optim.Adam's keyword arguments beyond lr, betas and eps that we understand (torch 2.13's),
+# with its defaults.
 FLAG_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0,
     "amsgrad": False,
@@ -37,6 +41,13 @@ FLAG_DEFAULTS: dict[str, Any] = {
     "differentiable": False,
     "fused": None,
     "decoupled_weight_decay": False,
+}
+
+# The ones the installed torch.optim.Adam keeps in its groups (older torch lacks some).
+GROUP_FLAGS: dict[str, Any] = {
+    key: default
+    for key, default in FLAG_DEFAULTS.items()
+    if key in inspect.signature(torch.optim.Adam.__init__).parameters
 }
 
 _REFUSED = {
@@ -69,7 +80,7 @@ def check_group(group: dict[str, Any]) -> None:
     if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
         raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
     tensors = [isinstance(b, torch.Tensor) for b in betas]
-    if any(tensors) and not all(tensors):
+    if any(tensors) and not all(tensors) and _torch_refuses_mixed_betas():
         raise ValueError("betas must be either both floats or both Tensors")
     for i, beta in enumerate(betas):
         if isinstance(beta, torch.Tensor) and beta.numel() != 1:
@@ -93,6 +104,18 @@ def check_group(group: dict[str, Any]) -> None:
     for key, reason in _REFUSED.items():
         if flags[key]:
             raise ValueError(reason)
+
+
+@functools.cache
+def _torch_refuses_mixed_betas() -> bool:
+    """Whether the installed ``torch.optim.Adam`` refuses one float and one tensor beta (newer
+    torch does; torch 2.5 takes them, and so do we there)."""
+    probe = torch.zeros(1, requires_grad=True)
+    try:
+        torch.optim.Adam([probe], betas=(0.9, torch.tensor(0.999)))
+    except ValueError:
+        return True
+    return False
 
 
 def scalar(value: Any) -> float:

@@ -226,6 +226,8 @@ class Adam(torch.optim.Optimizer):
             "decoupled_weight_decay": decoupled_weight_decay,
         }
         _options.check_group(defaults)
+        for key in _options.FLAG_DEFAULTS.keys() - _options.GROUP_FLAGS.keys():
+            del defaults[key]  # torch.optim.Adam on this torch does not know it (checked above)
         defaults["betas"] = tuple(betas)
         self._runs: dict[int, _run.GroupRun] = {}
         _install_graph_break()
@@ -242,7 +244,7 @@ class Adam(torch.optim.Optimizer):
         super().__setstate__(state)
         self._runs = {}
         for group in self.param_groups:  # a state saved by an older torch or release of ours
-            for key, default in _options.FLAG_DEFAULTS.items():
+            for key, default in _options.GROUP_FLAGS.items():
                 group.setdefault(key, default)
 
     @torch.no_grad()

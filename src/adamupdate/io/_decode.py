@@ -224,7 +224,13 @@ def _string_dtype(pandas: Any, spec: dict, where: str) -> Any:
     storage, na = spec.get("storage"), spec.get("na")
     if storage not in _STRING_STORAGES or na not in ("nan", "NA"):
         raise BadFile(f"{where}: unknown string dtype in the manifest")
-    return pandas.StringDtype(storage, na_value=np.nan if na == "nan" else pandas.NA)
+    if na == "NA":
+        return pandas.StringDtype(storage)
+    try:
+        return pandas.StringDtype(storage, na_value=np.nan)
+    except TypeError:
+        # pandas < 2.3 has no NaN-valued strings: the same strings, missing ones as pd.NA
+        return pandas.StringDtype(storage)
 
 
 def _range_bounds(spec: dict, where: str) -> tuple[int, int, int]:
