@@ -3,8 +3,9 @@
 A parameter group of :class:`adamupdate.torch.Adam` carries every key a ``torch.optim.Adam``
 group carries on the installed torch (``torch/optim/adam.py``, ``Adam.__init__``: torch 2.13
 has the eight of :data:`FLAG_DEFAULTS`, torch 2.5 all but ``decoupled_weight_decay``), so that
-either optimizer continues from the other's ``state_dict()``. This module says which values we accept and
-raises, for an input ``torch.optim.Adam`` refuses, the error type and message it raises:
+either optimizer continues from the other's ``state_dict()``. This module says which values we
+accept and raises, for an input ``torch.optim.Adam`` refuses, the error type and message it
+raises:
 
 - ``lr``, ``betas``, ``eps``: numbers or one-element tensors, as torch takes them; ranges are
   MATLAB's (``lr >= 0``, betas in [0, 1), ``eps > 0``), all finite.
