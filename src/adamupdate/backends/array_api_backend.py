@@ -14,7 +14,6 @@ from typing import Any
 import array_api_compat
 
 from ..rules import Rule
-from ..rules.adam import squared_magnitude
 
 NAME = "array-api"
 MUTABLE = True  # arrays are updated with x[...] = y
@@ -141,7 +140,7 @@ class Group:
             )
             gc = xp.astype(g, compute)
             new_p, *new = self.rule.step(
-                xp, xp.astype(p, compute), gc, squared_magnitude(xp, gc), xs, c
+                xp, c, xp.astype(p, compute), gc, _squared_magnitude(xp, gc), *xs
             )
             new_params.append(xp.astype(xp.broadcast_to(new_p, p.shape), p.dtype))
             for out, value, dtype in zip(new_states, new, self.state_dtypes):
@@ -164,3 +163,10 @@ class Group:
 
     def outputs(self) -> tuple[list, tuple[list, ...]]:
         return self._outputs
+
+
+def _squared_magnitude(xp: Any, grad: Any) -> Any:
+    """:math:`|g|^2`, real-valued for real and complex ``g``."""
+    if xp.isdtype(grad.dtype, "complex floating"):
+        return xp.real(grad) ** 2 + xp.imag(grad) ** 2
+    return grad * grad

@@ -12,7 +12,6 @@ group is donated, so a failure changes nothing. The call also works inside the c
 from __future__ import annotations
 
 import collections
-import dataclasses
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
@@ -151,7 +150,7 @@ class Group:
         self._executable = executable
 
     def run(self, c: Any) -> None:
-        scalars = dataclasses.asdict(c)
+        scalars = c._asdict()
         if not any(isinstance(value, jax.core.Tracer) for value in scalars.values()):
             scalars = {name: float(value) for name, value in scalars.items()}
         ps, states = self._executable(*self._args, scalars)
@@ -181,7 +180,7 @@ def _signature(x: Any) -> tuple:
 
 def _scalars(rule: Rule) -> dict[str, float]:
     """Stand-ins for a step's scalars: what tracing needs to know of them ahead of time."""
-    return {field.name: 0.0 for field in dataclasses.fields(rule.coefficients_type)}
+    return {name: 0.0 for name in rule.coefficients_type._fields}
 
 
 def _pairs(x: Any) -> Any:
@@ -219,12 +218,7 @@ def _compiled_step(
                     x = x[..., None] if squared else x
                 xs.append(x)
             new: Sequence[Any] = rule.step(
-                jnp,
-                _pairs(p.astype(compute)),
-                _pairs(gc),
-                g2[..., None] if pairs else g2,
-                tuple(xs),
-                c,
+                jnp, c, _pairs(p.astype(compute)), _pairs(gc), g2[..., None] if pairs else g2, *xs
             )
             if pairs:
                 new = [

@@ -172,11 +172,13 @@ class Group:
         self.kernel: Any = None  # the numba kernel module, when it takes this group
         if (
             dtype in _REAL + _COMPLEX
+            and rule.states
             and state_dtypes[0] == (real_dtype(dtype) if rule.squared[0] else dtype)
             and all(type(p) is np.ndarray for p in params)
             and _worth(params)
         ):
-            self.kernel = numba_kernel()
+            kernel = numba_kernel()
+            self.kernel = kernel if kernel is not None and kernel.steps(rule) else None
         # The kernel's seven rows: p, g, two states, p out, two states out (a rule with one
         # state repeats it); the dtype of each.
         pair = (*self.state_dtypes, *self.state_dtypes)[:2]
@@ -303,7 +305,7 @@ class Group:
     def run(self, c: Any) -> None:
         if self._table is not None:
             addresses, sizes = self._table
-            self.kernel.run(addresses, sizes, self.dtype, self.fresh, c, self.rule.kernel)
+            self.kernel.run(addresses, sizes, self.dtype, self.fresh, c, self.rule)
             self._table = None
         else:
             with _nan_is_an_answer():
@@ -445,9 +447,8 @@ def _ufunc_leaf(
             g2 += g_chunk[:, 1:] * g_chunk[:, 1:]
         else:
             g2 = g_chunk * g_chunk
-        new = rule.step(
-            np, p_flat[chunk], g_chunk, g2, tuple(None if x is None else x[chunk] for x in ins), c
-        )
+        states_chunk = (None if x is None else x[chunk] for x in ins)
+        new = rule.step(np, c, p_flat[chunk], g_chunk, g2, *states_chunk)
         for out, value in zip(outs, new):
             out[chunk] = value
     return results

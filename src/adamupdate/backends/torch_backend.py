@@ -14,8 +14,9 @@ Three routes, chosen per group when it is planned (:func:`_route`):
   differs from MATLAB's order by a few ulp, and it scales ``g`` before squaring it, so a
   float32 gradient near 1e20 gives a finite v where MATLAB's order overflows to inf.
 - ``foreach``: the rest (complex off the CPU, half-precision parameters with float32 averages,
-  CPU tensors without numba) in MATLAB's operation order with ``torch._foreach_*`` ops,
-  half precision computed in float32, complex as pairs of reals (``view_as_real``).
+  CPU tensors without numba, rules other than Adam off the CPU): the rule's own step body run
+  with ``torch._foreach_*`` ops, half precision computed in float32, complex as pairs of reals
+  (``view_as_real``).
 
 The ``fused`` and ``foreach`` routes' steps live in :mod:`._torch_routes`, DTensor shards in
 :mod:`._torch_dtensor`. Nothing records autograd history (all work runs under
@@ -34,9 +35,9 @@ import torch
 from .. import _reuse
 from .._memory import overlaps_itself, reads_overlap, written_overlap, written_spans
 from ..kernels import numba_kernel
-from ..rules import Rule, adam
+from ..rules import Rule
 from ._torch_dtensor import _dtensor_type, _locals_of, _shardable, _sharded
-from ._torch_routes import _HALF, _foreach_step, _fused_step, _rule_step
+from ._torch_routes import _HALF, _fused_step, _rule_step
 
 NAME = "torch"
 MUTABLE = True  # tensors are updated in their own buffers
@@ -190,10 +191,11 @@ def _route(rule: Rule, param: torch.Tensor, state_dtypes: tuple[torch.dtype, ...
     real = param.dtype.to_real()
     own = all(d == (real if sq else param.dtype) for d, sq in zip(state_dtypes, rule.squared))
     cpu = param.device.type == "cpu"
-    if plain and cpu and own and param.dtype in _NUMPY_DTYPES and _numba() is not None:
+    kernel = _numba() if plain and cpu and own and param.dtype in _NUMPY_DTYPES else None
+    if kernel is not None and kernel.steps(rule):
         return "numba"
     fusable = param.device.type == "cuda" or (not plain and cpu)
-    if rule is adam.RULE and fusable and own and not param.dtype.is_complex:
+    if rule.torch_fused and fusable and own and not param.dtype.is_complex:
         return "fused"
     return "foreach"
 
@@ -226,10 +228,13 @@ class Group:
         self.sharded = _shardable(params[0])
         local = _locals_of(params[:1])[0]
         self.route = route or _route(rule, local, self.state_dtypes)
-        if self.route == "numba" and (_numba() is None or dtype not in _NUMPY_DTYPES):
+        kernel = _numba()
+        if self.route == "numba" and (
+            kernel is None or dtype not in _NUMPY_DTYPES or not kernel.steps(rule)
+        ):
             raise ValueError(f"the numba kernel cannot update {dtype} {params[0].device} tensors")
         if self.route == "fused" and (
-            rule is not adam.RULE or dtype.is_complex or self.state_dtypes[0] != dtype
+            not rule.torch_fused or dtype.is_complex or self.state_dtypes[0] != dtype
         ):
             raise ValueError(f"PyTorch's fused Adam cannot update {dtype} parameters here")
         self._outputs: tuple[list, ...] = ()
@@ -358,7 +363,7 @@ class Group:
                 assert self._table is not None, "bound: the numba route has its table"
                 addresses, sizes = self._table
                 dtype = _NUMPY_DTYPES[self.dtype]
-                numba_step.run(addresses, sizes, dtype, self.fresh, c, self.rule.kernel)
+                numba_step.run(addresses, sizes, dtype, self.fresh, c, self.rule)
                 self._keep = ()
             elif self.route == "fused":
                 # β^t is 0 in float64 long before float32's largest value for any β < 1:
@@ -367,12 +372,9 @@ class Group:
                 self._step.fill_(min(float(c.iteration), 3.0e38))
                 params, grads, (m, v) = self._work
                 _fused_step(params, grads, m, v, self._step, c)
-            elif self.rule is adam.RULE:
-                params, grads, (m, v) = self._work
-                _foreach_step(params, grads, m, v, c)
             else:
                 params, grads, states = self._work
-                _rule_step(self.rule, params, grads, states, c)
+                _rule_step(self.rule, params, grads, states, c, self.fresh)
         self._work = ()
 
     @property

@@ -55,8 +55,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._extras import notice_once
+from ..rules import adam, rmsprop, sgdm
 
 if TYPE_CHECKING:
+    from ..rules import Rule
     from ..rules.adam import StepCoefficients
 
 __all__ = [
@@ -101,6 +103,11 @@ def available() -> bool:
 def built() -> bool:
     """True when the kernels are already built in this process (imports nothing)."""
     return bool(_state.get("ok"))
+
+
+def steps(rule: Rule) -> bool:
+    """True when this kernel has loops for ``rule`` (MATLAB's three solvers)."""
+    return rule in _KERNEL_ORDER
 
 
 def supports(dtype: Any) -> bool:
@@ -157,27 +164,33 @@ def inspect(
 
 
 def run(
-    addresses: np.ndarray, sizes: np.ndarray, dtype: np.dtype, fresh: bool, c: Any, rule: int = 0
+    addresses: np.ndarray,
+    sizes: np.ndarray,
+    dtype: np.dtype,
+    fresh: bool,
+    c: Any,
+    rule: Rule = adam.RULE,
 ) -> None:
-    """One step of ``rule`` (:attr:`adamupdate.rules.Rule.kernel`; Adam by default) on every
-    parameter of a ``(7, n)`` address table (rows :data:`ROLES`; a rule with one state reads
-    rows 2 and 5). ``c.kernel()`` gives the rule's scalars.
+    """One step of ``rule`` (one of :func:`steps`; Adam by default) with coefficients ``c`` on
+    every parameter of a ``(7, n)`` address table (rows :data:`ROLES`; a rule with one state
+    reads rows 2 and 5).
 
     The memory behind each address must be contiguous, of ``dtype`` (real for a squared state)
     and ``sizes[j]`` elements long; an output must *be* its input or overlap no input. Nothing
     is checked here and nothing can raise: see :func:`inspect` and :func:`fused_step_many`.
     """
-    coef = np.array(c.kernel(), _real_dtype(dtype))
-    if dtype.kind == "c" and rule == _SGDM:  # no |g|^2: complex numbers are pairs of reals
+    number, order = _KERNEL_ORDER[rule]
+    coef = np.array([getattr(c, name) for name in order], _real_dtype(dtype))
+    if dtype.kind == "c" and number == _SGDM:  # no |g|^2: complex numbers are pairs of reals
         dtype, sizes = _real_dtype(dtype), 2 * sizes
     kernel = _state["complex" if dtype.kind == "c" else "real"]
     parallel = _state["threads"] and int(sizes.sum()) > _BLOCK
-    with _compiling(("run", dtype.str, parallel, rule)):
+    with _compiling(("run", dtype.str, parallel, number)):
         if not parallel or _state["safe_layer"]:
-            kernel(addresses, sizes, coef, fresh, parallel, rule)
+            kernel(addresses, sizes, coef, fresh, parallel, number)
             return
         with _launch_lock:
-            kernel(addresses, sizes, coef, fresh, parallel, rule)
+            kernel(addresses, sizes, coef, fresh, parallel, number)
         if _state["safe_layer"] is None:
             import numba
 
@@ -242,17 +255,8 @@ def fused_step_many(
 # --- helpers ---------------------------------------------------------------------------------
 
 
-class _ZeroStep:
-    """Coefficients for compile(): any values do, nothing is stepped."""
-
-    grad_decay = one_minus_grad_decay = sq_grad_decay = one_minus_sq_grad_decay = 0.0
-    step_size = epsilon = 0.0
-
-    def kernel(self) -> tuple[float, ...]:
-        return (0.0,) * 6
-
-
-_ZERO_STEP: Any = _ZeroStep()
+# Coefficients for compile(): any values do, nothing is stepped.
+_ZERO_STEP = adam.StepCoefficients(*[0.0] * len(adam.StepCoefficients._fields))
 
 
 def _compiling(key: tuple) -> AbstractContextManager[None]:
@@ -452,7 +456,23 @@ def _load_int32(address: int) -> int:  # replaced by a numba intrinsic
     raise RuntimeError("a numba intrinsic: only compiled code calls it")
 
 
-_ADAM, _RMSPROP, _SGDM = 0, 1, 2  # rules.Rule.kernel of each rule
+_ADAM, _RMSPROP, _SGDM = 0, 1, 2  # the loops' number of each rule
+# Each rule's number and its coefficients in the order the loops read them (k[0], k[1], ...).
+_KERNEL_ORDER: dict[Any, tuple[int, tuple[str, ...]]] = {
+    adam.RULE: (
+        _ADAM,
+        (
+            "grad_decay",
+            "one_minus_grad_decay",
+            "sq_grad_decay",
+            "one_minus_sq_grad_decay",
+            "step_size",
+            "epsilon",
+        ),
+    ),
+    rmsprop.RULE: (_RMSPROP, ("sq_grad_decay", "one_minus_sq_grad_decay", "learn_rate", "epsilon")),
+    sgdm.RULE: (_SGDM, ("momentum", "learn_rate")),
+}
 _C_CONTIGUOUS = 0x0001  # NPY_ARRAY_C_CONTIGUOUS
 _WRITEABLE = 0x0400  # NPY_ARRAY_WRITEABLE
 

@@ -1,10 +1,18 @@
 """Update rules: a solver is its rule, everything else is shared.
 
 Each module here holds one of MATLAB's custom-training-loop solvers — its equations (in the
-docstring), the float64 scalars of a step (:class:`Rule.coefficients`), and the step itself in
-MATLAB's order of operations on real arrays (:class:`Rule.step`), which the generic backends
-run and every fast kernel is tested against. The numba kernel carries the same body for each
-rule (:mod:`adamupdate.kernels.numba_step`, selected by :attr:`Rule.kernel`).
+docstring), the float64 scalars of a step (:class:`Rule.coefficients`, a ``NamedTuple``), and
+the step itself in MATLAB's order of operations (:attr:`Rule.step`). The array routes run that
+one body: NumPy ufuncs, the Array API, JAX, and ``torch._foreach_*`` ops through
+:mod:`adamupdate.backends._torch_columns`, so a new rule needs nothing else to run there (a
+test defines one and runs it everywhere). Two routes carry the math again, for speed, and are
+tested bitwise against the body: the numba kernel's element loops for MATLAB's three solvers
+(:mod:`adamupdate.kernels.numba_step`; other rules take the ufunc route) and PyTorch's fused
+Adam kernel (named in :mod:`adamupdate.rules.adam`).
+
+A body is written so that all of these can run it: operators ``+ - * /``, ``xp.sqrt``, the
+coefficients by name, and ``x if state is None else ...`` for MATLAB's empty state (a state is
+``None`` on the first iteration).
 
 Flattening, validation, grouping, planning, the kernels' memory walk and the backends do not
 know which rule they run: a rule is described to them by the names of its states and which of
@@ -36,22 +44,24 @@ class Rule:
         leaves by them.
     squared
         For each state, whether it accumulates ``|g|^2`` (real for complex parameters).
-    kernel
-        The rule's number in the numba kernel.
     coefficients
-        ``(hyper, factor) -> coefficients``: the step's float64 scalars for a learn-rate factor;
-        the result's ``kernel()`` gives them in the kernel's order.
+        ``(hyper, factor) -> coefficients``: the step's float64 scalars for a learn-rate
+        factor, as an instance of ``coefficients_type``.
     coefficients_type
-        The dataclass ``coefficients`` returns (a compiled step is traced with its fields).
+        The ``NamedTuple`` class ``coefficients`` returns, defined at a module's top level (a
+        compiled step is traced with its fields; numba's disk cache finds the class by name).
     step
-        ``(xp, p, g, g2, states, c) -> (p, *states)``: one step on real arrays in MATLAB's
-        order; a state is ``None`` on the first iteration (MATLAB's ``[]``).
+        ``(xp, c, p, g, g2, *states) -> (p, *states)``: one step, in MATLAB's order, on real
+        arrays or real numbers (complex ones as pairs of reals, see above); ``xp`` gives
+        ``sqrt``; a state is ``None`` on the first iteration (MATLAB's ``[]``).
+    torch_fused
+        Whether PyTorch's fused Adam kernel computes this rule (Adam only; see there).
     """
 
     name: str
     states: tuple[str, ...]
     squared: tuple[bool, ...]
-    kernel: int
     coefficients: Callable[[Any, float], Any]
-    coefficients_type: type
+    coefficients_type: Any  # a NamedTuple class (mypy has no type for 'any NamedTuple class')
     step: Callable[..., tuple[Any, ...]]
+    torch_fused: bool = False

@@ -28,6 +28,11 @@ the gradient while :math:`m` is complex. This is the convention of optax and of 
 analysis of Adam; PyTorch instead treats real and imaginary parts as two independent real
 parameters (``torch.view_as_real``), which gives a different step.
 
+One route computes this step with math of its own: PyTorch's fused Adam kernel (CUDA tensors,
+:attr:`Rule.torch_fused`), which divides by the bias corrections and adds ε_torch =
+ε/√(1−β2^t) (:func:`torch_equivalent_epsilon`) — the same step up to rounding, and it scales
+:math:`g` before squaring it (see the numerics page). Every other route runs :func:`step`.
+
 Source of the formula: MATLAB's ``adamupdate`` reference page (Algorithms section) and
 Kingma & Ba, "Adam: A method for stochastic optimization", arXiv:1412.6980, Algorithm 1 and the
 "efficiency" remark after it (bias correction folded into the step size).
@@ -37,13 +42,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import Rule
 
 
-@dataclass(frozen=True)
-class StepCoefficients:
+class StepCoefficients(NamedTuple):
     """The float64 scalars of one Adam step, shared by every kernel.
 
     Attributes
@@ -68,17 +72,6 @@ class StepCoefficients:
     epsilon: float
     learn_rate: float
     iteration: Any  # int; a traced scalar inside jax.jit
-
-    def kernel(self) -> tuple[Any, ...]:
-        """The scalars in the numba kernel's order."""
-        return (
-            self.grad_decay,
-            self.one_minus_grad_decay,
-            self.sq_grad_decay,
-            self.one_minus_sq_grad_decay,
-            self.step_size,
-            self.epsilon,
-        )
 
 
 @dataclass(frozen=True)
@@ -155,43 +148,11 @@ def torch_equivalent_epsilon(epsilon: float, sq_grad_decay: float, iteration: in
     return epsilon / math.sqrt(1.0 - sq_grad_decay**iteration)
 
 
-def update_moment(xp: Any, moment: Any, value: Any, decay: float, one_minus_decay: float) -> Any:
-    """:math:`\\beta\\, moment + (1-\\beta)\\, value`; an empty state (``None``) counts as 0."""
-    if moment is None:
-        return one_minus_decay * value
-    return decay * moment + one_minus_decay * value
-
-
-def squared_magnitude(xp: Any, grad: Any) -> Any:
-    """:math:`|g|^2`, real-valued for real and complex ``g``."""
-    if xp.isdtype(grad.dtype, "complex floating"):
-        return xp.real(grad) ** 2 + xp.imag(grad) ** 2
-    return grad * grad
-
-
-def reference_step(
-    xp: Any, param: Any, grad: Any, avg_grad: Any, avg_sq_grad: Any, c: StepCoefficients
-) -> tuple[Any, Any, Any]:
-    """One Adam step on one array with Array-API operations only; returns new arrays.
-
-    This is the readable definition every fast kernel is tested against. ``avg_grad`` and
-    ``avg_sq_grad`` may be ``None`` (MATLAB's empty ``[]``: the first iteration). Inputs must
-    already be in the precision the step is computed in (see :mod:`adamupdate._dtypes`).
-    """
-    avg_grad = update_moment(xp, avg_grad, grad, c.grad_decay, c.one_minus_grad_decay)
-    avg_sq_grad = update_moment(
-        xp, avg_sq_grad, squared_magnitude(xp, grad), c.sq_grad_decay, c.one_minus_sq_grad_decay
-    )
-    param = param - (c.step_size * avg_grad) / (xp.sqrt(avg_sq_grad) + c.epsilon)
-    return param, avg_grad, avg_sq_grad
-
-
 def step(
-    xp: Any, p: Any, g: Any, g2: Any, states: tuple[Any, Any], c: StepCoefficients
+    xp: Any, c: StepCoefficients, p: Any, g: Any, g2: Any, m: Any, v: Any
 ) -> tuple[Any, Any, Any]:
-    """:func:`reference_step` on real arrays (complex ones as pairs of reals, ``g2 = |g|^2``
-    given; see :mod:`adamupdate.rules`), in the numba kernel's order of operations."""
-    m, v = states
+    """One Adam step in MATLAB's order (see :mod:`adamupdate.rules` for the conventions):
+    ``g2`` is :math:`|g|^2`; ``m`` and ``v`` are ``None`` on the first iteration."""
     m = c.one_minus_grad_decay * g if m is None else c.grad_decay * m + c.one_minus_grad_decay * g
     scaled = c.one_minus_sq_grad_decay * g2
     v = scaled if v is None else c.sq_grad_decay * v + scaled
@@ -203,8 +164,8 @@ RULE = Rule(
     name="adamupdate",
     states=("avg_grad", "avg_sq_grad"),
     squared=(False, True),
-    kernel=0,
     coefficients=coefficients_for,
     coefficients_type=StepCoefficients,
     step=step,
+    torch_fused=True,
 )

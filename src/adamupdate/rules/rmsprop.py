@@ -20,7 +20,7 @@ Source: MATLAB's ``rmspropupdate`` reference page (Algorithms); Tieleman & Hinto
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import Rule
 
@@ -34,17 +34,13 @@ class Hyperparameters:
     epsilon: float
 
 
-@dataclass(frozen=True)
-class Coefficients:
+class Coefficients(NamedTuple):
     """The float64 scalars of one step: β2, 1−β2, α and ε."""
 
     sq_grad_decay: float
     one_minus_sq_grad_decay: float
     learn_rate: float
     epsilon: float
-
-    def kernel(self) -> tuple[float, ...]:
-        return (self.sq_grad_decay, self.one_minus_sq_grad_decay, self.learn_rate, self.epsilon)
 
 
 def coefficients(hyper: Hyperparameters, factor: float = 1.0) -> Coefficients:
@@ -53,9 +49,8 @@ def coefficients(hyper: Hyperparameters, factor: float = 1.0) -> Coefficients:
     )
 
 
-def step(xp: Any, p: Any, g: Any, g2: Any, states: tuple[Any], c: Coefficients) -> tuple[Any, Any]:
-    """One step on real arrays (see :mod:`adamupdate.rules`), in MATLAB's order."""
-    (v,) = states
+def step(xp: Any, c: Coefficients, p: Any, g: Any, g2: Any, v: Any) -> tuple[Any, Any]:
+    """One step in MATLAB's order (see :mod:`adamupdate.rules`)."""
     scaled = c.one_minus_sq_grad_decay * g2
     v = scaled if v is None else c.sq_grad_decay * v + scaled
     p = p - (c.learn_rate * g) / (xp.sqrt(v) + c.epsilon)
@@ -66,7 +61,6 @@ RULE = Rule(
     name="rmspropupdate",
     states=("avg_sq_grad",),
     squared=(True,),
-    kernel=1,
     coefficients=coefficients,
     coefficients_type=Coefficients,
     step=step,

@@ -22,7 +22,7 @@ gradient descent learning algorithms", Neural Networks 12 (1999).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import Rule
 
@@ -35,25 +35,20 @@ class Hyperparameters:
     momentum: float
 
 
-@dataclass(frozen=True)
-class Coefficients:
+class Coefficients(NamedTuple):
     """The float64 scalars of one step: γ and α."""
 
     momentum: float
     learn_rate: float
-
-    def kernel(self) -> tuple[float, ...]:
-        return (self.momentum, self.learn_rate)
 
 
 def coefficients(hyper: Hyperparameters, factor: float = 1.0) -> Coefficients:
     return Coefficients(hyper.momentum, hyper.learn_rate * factor)
 
 
-def step(xp: Any, p: Any, g: Any, g2: Any, states: tuple[Any], c: Coefficients) -> tuple[Any, Any]:
-    """One step on real arrays (see :mod:`adamupdate.rules`), in MATLAB's order (an empty
-    velocity is 0: ``0 - α g``)."""
-    (vel,) = states
+def step(xp: Any, c: Coefficients, p: Any, g: Any, g2: Any, vel: Any) -> tuple[Any, Any]:
+    """One step in MATLAB's order (see :mod:`adamupdate.rules`); an empty velocity is 0:
+    ``0 - α g``."""
     scaled = c.learn_rate * g
     vel = 0.0 - scaled if vel is None else c.momentum * vel - scaled
     return p + vel, vel
@@ -63,7 +58,6 @@ RULE = Rule(
     name="sgdmupdate",
     states=("vel",),
     squared=(False,),
-    kernel=2,
     coefficients=coefficients,
     coefficients_type=Coefficients,
     step=step,
