@@ -207,7 +207,7 @@ def _in_bulk(
         if factor == 0.0 or factors.count(factor) != len(factors):
             return None
     given = [sum(1 for x in column if x is None) for column in states]  # not ==: arrays
-    fresh = given[0] == len(params)
+    fresh = not given or given[0] == len(params)  # a rule without states: vacuously fresh
     if any(count != (len(params) if fresh else 0) for count in given):
         return None
     backend = _bulk_backend(params[0])

@@ -393,6 +393,8 @@ _RECEIPT_ATTRIBUTE = "_adamupdate_receipt"
 
 def _receipt_of(states: tuple[Any, ...]) -> _Receipt | None:
     """The receipt every state carries, if they carry the same one."""
+    if not states:  # a rule without states has nothing to carry one
+        return None
     receipt = getattr(states[0], _RECEIPT_ATTRIBUTE, None)
     if receipt is None or any(getattr(s, _RECEIPT_ATTRIBUTE, None) is not receipt for s in states):
         return None

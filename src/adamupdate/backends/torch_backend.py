@@ -245,7 +245,7 @@ class Group:
         self._step: torch.Tensor | None = None
         self._keep: tuple = ()  # staged copies and gradients, alive until run()
         self._shards: tuple = ()  # sharded: this call's DTensors, whose shards are stepped
-        pair = (*self.state_dtypes, *self.state_dtypes)[:2]
+        pair = ((*self.state_dtypes, *self.state_dtypes) or (dtype, dtype))[:2]
         self._items = (dtype.itemsize, pair[0].itemsize, pair[1].itemsize)
 
     # -- binding ---------------------------------------------------------------------------
@@ -428,7 +428,8 @@ def planned_in_bulk(
     p0 = params[0]
     if type(p0) not in _PLAIN or p0.dtype not in _NUMPY_DTYPES or p0.device.type != "cpu":
         return None
-    if _numba() is None:
+    kernel = _numba()
+    if kernel is None or not kernel.steps(rule):
         return None
     dtype = p0.dtype
     avg, real = state_dtypes(dtype)
