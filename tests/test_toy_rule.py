@@ -76,7 +76,7 @@ def step(params, grads, *, inplace=False, lr=LR):
 DTYPES = ["float32", "float64", "complex64", "complex128"]
 
 
-@pytest.mark.parametrize("dtype", DTYPES + ["float16"])
+@pytest.mark.parametrize("dtype", [*DTYPES, "float16"])
 @pytest.mark.parametrize("inplace", [False, True])
 def test_numpy(dtype, inplace):
     params, grads = problem(dtype)
@@ -143,6 +143,7 @@ def test_torch(dtype, route, inplace):
 def test_jax(dtype, inplace):
     jax = pytest.importorskip("jax")
     import jax.numpy as jnp
+
     from reference import jax_x64
 
     with jax_x64(jax, dtype in ("float64", "complex128")):
