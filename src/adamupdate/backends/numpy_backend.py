@@ -25,7 +25,7 @@ import numpy as np
 
 from .._memory import overlaps_itself, reads_overlap, written_overlap, written_spans
 from .._reuse import new_array
-from ..kernels import numba_kernel, numba_kernel_ready
+from ..kernels import numba_kernel, numba_kernel_ready, table_rows
 from ..rules import Rule
 
 NAME = "numpy"
@@ -172,8 +172,10 @@ class Group:
         self.kernel: Any = None  # the numba kernel module, when it takes this group
         if (
             dtype in _REAL + _COMPLEX
-            and rule.states
-            and state_dtypes[0] == (real_dtype(dtype) if rule.squared[0] else dtype)
+            and (
+                not rule.states
+                or state_dtypes[0] == (real_dtype(dtype) if rule.squared[0] else dtype)
+            )
             and all(type(p) is np.ndarray for p in params)
             and _worth(params)
         ):
@@ -181,7 +183,7 @@ class Group:
             self.kernel = kernel if kernel is not None and kernel.steps(rule) else None
         # The kernel's seven rows: p, g, two states, p out, two states out (a rule with one
         # state repeats it); the dtype of each.
-        pair = (*self.state_dtypes, *self.state_dtypes)[:2]
+        pair = ((*self.state_dtypes, *self.state_dtypes) or (dtype, dtype))[:2]
         self._row_dtypes = (dtype, dtype, *pair, dtype, *pair)
         # what the kernel writes: p and each state once (a rule with one state repeats it)
         self._items = (dtype.itemsize, *(d.itemsize for d in self.state_dtypes))
@@ -235,21 +237,13 @@ class Group:
                     column[i] = new_array(shape, dtype, inputs[i])
         return tuple(columns)
 
-    def _rows(
-        self, params: list, grads: list, states: Sequence[list], outputs: Sequence[list]
-    ) -> tuple[list, ...]:
-        """The kernel's seven rows (fresh: the state rows are not read; any arrays will do)."""
-        ins = (params, grads) if self.fresh else (*states, *states)[:2]
-        outs = (*outputs[1:], *outputs[1:])[:2]
-        return (params, grads, *ins, outputs[0], *outs)
-
     def _bind_kernel(
         self, params: list, grads: list, states: list[list], outputs: tuple[list, ...]
     ) -> bool:
         """Check the arrays from their headers in compiled code and take their addresses; in
         place, the written buffers must be disjoint and no gradient may overlap them (the
         per-leaf plan has checked that already; :func:`planned_in_bulk` relies on it here)."""
-        rows = self._rows(params, grads, states, outputs)
+        rows = table_rows(params, grads, states, outputs, self.fresh)
         n = len(params)
         try:
             ids = np.array([list(map(id, row)) for row in rows], np.intp).reshape(7, n)
@@ -289,7 +283,7 @@ class Group:
             [_contiguous(_full(x, p)) for x, p in zip(column, params)] if not self.fresh else []
             for column in states
         ]
-        rows = self._rows(staged_params, staged_grads, staged_states, staged_out)
+        rows = table_rows(staged_params, staged_grads, staged_states, staged_out, self.fresh)
         table = _addresses(rows, self._row_dtypes, self.fresh)
         assert not isinstance(table, int), "staged copies are contiguous arrays of the dtypes"
         self._table, self._keep = table, rows

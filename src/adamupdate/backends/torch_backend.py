@@ -34,7 +34,7 @@ import torch
 
 from .. import _reuse
 from .._memory import overlaps_itself, reads_overlap, written_overlap, written_spans
-from ..kernels import numba_kernel
+from ..kernels import numba_kernel, table_rows
 from ..rules import Rule
 from ._torch_dtensor import _dtensor_type, _locals_of, _shardable, _sharded
 from ._torch_routes import _HALF, _fused_step, _rule_step
@@ -321,9 +321,7 @@ class Group:
         staged = [self._staged(column, work_p) for column in outputs]
         if self.inplace:  # an in-place parameter is its own input when not staged
             work_p = [t if t is p else w for t, p, w in zip(staged[0], outputs[0], work_p)]
-        ins = (work_p, work_g) if self.fresh else (*work_s, *work_s)[:2]
-        outs = (*staged[1:], *staged[1:])[:2]
-        rows = (work_p, work_g, *ins, staged[0], *outs)
+        rows = table_rows(work_p, work_g, work_s, staged, self.fresh)
         addresses = np.array([[t.data_ptr() for t in row] for row in rows], np.intp)
         sizes = np.array([t.numel() for t in work_p], np.intp)
         self._table = (addresses.reshape(7, len(work_p)), sizes)
@@ -470,7 +468,7 @@ def planned_in_bulk(
             outputs = (ps, *([new(p, d) for p in params] for d in wanted))
         else:
             outputs = (ps, *(list(map(new, params, [d] * n, c)) for d, c in zip(wanted, states)))
-    rows = _rows(params, grads, states, outputs, fresh)
+    rows = table_rows(params, grads, states, outputs, fresh)
     if inplace and not fresh:  # the outputs are the inputs: their addresses were just read
         p_at, g_at, *state_at = addresses
         table = np.stack(
@@ -488,16 +486,6 @@ def planned_in_bulk(
     step._written = [t for column in outputs for t in column] if inplace else []
     step._keep = rows
     return step
-
-
-def _rows(
-    params: list, grads: list, states: list[list], outputs: tuple[list, ...], fresh: bool
-) -> tuple:
-    """The numba kernel's seven rows: p, g, two states, p out, two states out (fresh: the
-    state rows are not read; a rule with one state repeats it)."""
-    ins = (params, grads) if fresh else (*states, *states)[:2]
-    outs = (*outputs[1:], *outputs[1:])[:2]
-    return (params, grads, *ins, outputs[0], *outs)
 
 
 def _plain_contiguous(
