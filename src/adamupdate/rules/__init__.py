@@ -2,17 +2,17 @@
 
 Each module here holds one of MATLAB's custom-training-loop solvers — its equations (in the
 docstring), the float64 scalars of a step (:class:`Rule.coefficients`, a ``NamedTuple``), and
-the step itself in MATLAB's order of operations (:attr:`Rule.step`). The array routes run that
-one body: NumPy ufuncs, the Array API, JAX, and ``torch._foreach_*`` ops through
-:mod:`adamupdate.backends._torch_columns`, so a new rule needs nothing else to run there (a
-test defines one and runs it everywhere). Two routes carry the math again, for speed, and are
-tested bitwise against the body: the numba kernel's element loops for MATLAB's three solvers
-(:mod:`adamupdate.kernels.numba_step`; other rules take the ufunc route) and PyTorch's fused
-Adam kernel (named in :mod:`adamupdate.rules.adam`).
+the step itself in MATLAB's order of operations (:attr:`Rule.step`), written once. Every route
+runs that one body: on whole arrays (NumPy ufuncs, the Array API, JAX, and ``torch._foreach_*``
+ops through :mod:`adamupdate.backends._torch_columns`) and element by element (the numba kernel
+compiles its loops around it, :mod:`adamupdate.kernels._loops`). A new rule is one file here
+(a test defines one and runs it everywhere). The only route with math of its own is PyTorch's
+fused Adam kernel, named in :mod:`adamupdate.rules.adam`.
 
 A body is written so that all of these can run it: operators ``+ - * /``, ``xp.sqrt``, the
 coefficients by name, and ``x if state is None else ...`` for MATLAB's empty state (a state is
-``None`` on the first iteration).
+``None`` on the first iteration; numba compiles the branch of an empty state alone, as the
+state is a ``None`` constant there).
 
 Flattening, validation, grouping, planning, the kernels' memory walk and the backends do not
 know which rule they run: a rule is described to them by the names of its states and which of
