@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _validate
 from ._extras import require
+from .rules import adam as adam_rule
 
 if TYPE_CHECKING:
     import optax
@@ -227,46 +228,77 @@ def scale_by_matlab_adam(
         _check_not_matlab_options(eps_root, nesterov)  # inject_hyperparams calls us again here
         updates = _tree_map(_as_array, updates)
         count = _increment(state.count)
-        mu = _tree_map(lambda g, m: _update_moment(m, g, b1), updates, state.mu)
+        step_size = jnp.sqrt(_one_minus_power(b2, count)) / _one_minus_power(b1, count)
         # optax.adam keeps v of complex parameters complex, with a zero imaginary part: its
         # real part is MATLAB's v, and the state continues as ours (real).
-        nu = _tree_map(
-            lambda g, v: _update_moment(_real_part(v), _squared_magnitude(g), b2), updates, state.nu
-        )
-        step_size = jnp.sqrt(_one_minus_power(b2, count)) / _one_minus_power(b1, count)
-        steps = _tree_map(lambda g, m, v: _step(g.dtype, step_size, m, v, eps), updates, mu, nu)
+        leaves, tree_def = jax.tree.flatten(updates, is_leaf=lambda x: x is None)
+        tree: Any = tree_def  # (the stubs of some JAX versions lack PyTreeDef's methods)
+        mus, nus = tree.flatten_up_to(state.mu), tree.flatten_up_to(state.nu)
+        results = [
+            (None, None, None)
+            if g is None
+            else _leaf_step(g, m, _real_part(v), b1, b2, eps, step_size, count)
+            for g, m, v in zip(leaves, mus, nus)
+        ]
+        steps, mu, nu = (tree.unflatten([r[i] for r in results]) for i in range(3))
         return steps, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-# --- the math, one line each (MATLAB's order: see adamupdate.rules.adam) -------------------
+# --- the step: the rule's own body (adamupdate.rules.adam.step), in each leaf's dtypes ----
 
 
-def _update_moment(moment: Any, value: Any, decay: Any) -> Any:
-    r""":math:`\beta\, moment + (1-\beta)\, value` in the wider of the two dtypes, stored in
-    ``moment``'s; complex componentwise, as MATLAB scales a complex array by a real number (a
-    complex product would turn inf+0j into inf+nan·j)."""
-    work = jnp.promote_types(moment.dtype, value.dtype)
-    if jnp.issubdtype(work, jnp.complexfloating) and not jnp.iscomplexobj(moment):
+def _leaf_step(
+    g: Any, m: Any, v: Any, b1: Any, b2: Any, eps: Any, step_size: Any, count: Any
+) -> tuple[Any, Any, Any]:
+    r"""One leaf through :func:`adamupdate.rules.adam.step`: the quotient
+    :math:`s\, m_t / (\sqrt{v_t} + \epsilon)` in ``g``'s dtype, and the new moments in the
+    states' dtypes.
+
+    :math:`m` is updated in the wider of its dtype and ``g``'s, :math:`v` in the wider of its
+    dtype and :math:`|g|^2`'s (float32 for half precision), and the quotient uses them before
+    they are stored (as ``optax.adam`` does with ``mu_dtype``). The scalars are applied in those
+    precisions, as MATLAB applies a double to a single array. Complex numbers are stepped
+    componentwise, real and imaginary parts through the same body with the same
+    :math:`|g|^2` (a complex product would turn inf+0j into inf+nan·j). The body steps a
+    parameter of -0.0, so that it returns exactly minus the quotient (``-0.0 - x`` is ``-x``
+    for every ``x``, zeros included).
+    """
+    work = jnp.promote_types(m.dtype, g.dtype)
+    if jnp.issubdtype(work, jnp.complexfloating) and not jnp.iscomplexobj(m):
         raise TypeError(
-            f"the optimizer state holds a real {moment.dtype} first moment for complex "
-            f"{value.dtype} gradients: storing it would drop the imaginary part (give a complex "
+            f"the optimizer state holds a real {m.dtype} first moment for complex "
+            f"{g.dtype} gradients: storing it would drop the imaginary part (give a complex "
             "mu_dtype)"
         )
-    stored = moment.dtype
-    moment, value = moment.astype(work), value.astype(work)
-    if jnp.iscomplexobj(value):
-        real = _update_moment(moment.real, value.real, decay)
-        imag = _update_moment(moment.imag, value.imag, decay)
-        return jax.lax.complex(real, imag).astype(stored)
-    return (_like(decay, work) * moment + _like(1 - decay, work) * value).astype(stored)
-
-
-def _squared_magnitude(g: Any) -> Any:
-    """:math:`|g|^2 = g \\bar g`, real."""
-    g = g.astype(_state_dtype(g.dtype))
-    return g.real * g.real + g.imag * g.imag if jnp.iscomplexobj(g) else g * g
+    gc = g.astype(_state_dtype(g.dtype))
+    g2 = gc.real * gc.real + gc.imag * gc.imag if jnp.iscomplexobj(gc) else gc * gc
+    square = jnp.promote_types(v.dtype, g2.dtype)
+    quotient = jnp.promote_types(_real(work), square)
+    c = adam_rule.StepCoefficients(
+        step_size=_like(step_size, quotient),
+        grad_decay=_like(b1, work),
+        one_minus_grad_decay=_like(1 - b1, work),
+        sq_grad_decay=_like(b2, square),
+        one_minus_sq_grad_decay=_like(1 - b2, square),
+        epsilon=_like(eps, quotient),
+        learn_rate=1.0,  # applied by the chain's scaling
+        iteration=count,
+    )
+    g_work, m_work = g.astype(work), m.astype(work)
+    g2, v = g2.astype(square), v.astype(square)
+    zero = _like(-0.0, quotient)
+    parts = (jnp.real, jnp.imag) if jnp.iscomplexobj(g_work) else (lambda x: x,)
+    stepped = [adam_rule.step(jnp, c, zero, part(g_work), g2, part(m_work), v) for part in parts]
+    minus, m_new, v_new = (list(column) for column in zip(*stepped))
+    if len(parts) == 2:
+        minus = [jax.lax.complex(minus[0], minus[1])]
+        m_new = [jax.lax.complex(m_new[0], m_new[1])]
+    step = -minus[0]
+    if not jnp.issubdtype(g.dtype, jnp.complexfloating):
+        step = step.real  # a complex mu_dtype of real parameters keeps a zero imaginary part
+    return step.astype(g.dtype), m_new[0].astype(m.dtype), v_new[0].astype(v.dtype)
 
 
 def _one_minus_power(beta: Any, count: Any) -> Any:
@@ -275,19 +307,6 @@ def _one_minus_power(beta: Any, count: Any) -> Any:
     if isinstance(beta, (int, float)):
         return 1.0 if beta == 0 else -jnp.expm1(count * math.log(beta))
     return -jnp.expm1(count * jnp.log(beta))  # log(0) = -inf gives 1, as it should
-
-
-def _step(dtype: Any, step_size: Any, m: Any, v: Any, eps: Any) -> Any:
-    r""":math:`(s\, m) / (\sqrt{v} + \epsilon)`, in the wider of the moments' precisions,
-    back in ``dtype`` (real parts only for real gradients: a complex ``mu_dtype`` of real
-    parameters keeps a zero imaginary part)."""
-    work = jnp.promote_types(_real(m.dtype), v.dtype)
-    denominator = jnp.sqrt(v.astype(work)) + _like(eps, work)
-    s = _like(step_size, work)
-    real = (s * m.real.astype(work)) / denominator
-    if not jnp.issubdtype(dtype, jnp.complexfloating):
-        return real.astype(dtype)
-    return jax.lax.complex(real, (s * m.imag.astype(work)) / denominator).astype(dtype)
 
 
 def _scale_by_learning_rate(learning_rate: Any) -> optax.GradientTransformation:
