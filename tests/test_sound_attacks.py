@@ -58,7 +58,7 @@ def test_a_torch_foreach_group_that_fails_writes_nothing(monkeypatch, dtype):
     gs = [torch.full((64,), 0.5), torch.full((16,), 0.5, dtype=dtype)]
     _, m, v = adamupdate(ps, gs, None, None, 1, inplace=True)
     before = [t.clone() for t in (*ps, *m, *v)]
-    monkeypatch.setattr(torch_backend, "_foreach_step", _fail_after(_torch_routes._foreach_step))
+    monkeypatch.setattr(torch_backend, "_rule_step", _fail_after(_torch_routes._rule_step))
     with pytest.raises(MemoryError):
         adamupdate(ps, gs, m, v, 2, inplace=True)
     assert all(torch.equal(a, b) for a, b in zip((*ps, *m, *v), before))

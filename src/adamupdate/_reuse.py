@@ -64,7 +64,7 @@ def new_array(shape: tuple[int, ...], dtype: np.dtype, replacing: Any = None) ->
 
 def block_of(array: Any) -> Memory | None:
     """The block behind an output of :func:`new_array` (a NumPy array, or a tensor made from
-    one by :func:`adamupdate.backends.torch_backend._new_like`), else ``None``."""
+    one by :func:`adamupdate.backends._torch_memory._new_like`), else ``None``."""
     base = getattr(array, "base", None)
     if type(base) is Memory:
         return base

@@ -27,6 +27,8 @@ from .._memory import overlaps_itself, reads_overlap, written_overlap, written_s
 from .._reuse import new_array
 from ..kernels import numba_kernel, numba_kernel_ready, table_rows
 from ..rules import Rule
+from ._numpy_ufuncs import real_dtype as real_dtype  # the Backend protocol's
+from ._numpy_ufuncs import ufunc_leaf as _ufunc_leaf
 
 NAME = "numpy"
 MUTABLE = True  # arrays are updated in their own buffers
@@ -37,8 +39,6 @@ _SUPPORTED = (np.dtype(np.float16), *_REAL, *_COMPLEX)
 _HALF = np.dtype(np.float16)
 _FUSE_ABOVE_ELEMENTS = 1 << 15
 _FUSE_ABOVE_ARRAYS = 32
-# Elements per chunk of the ufunc route: 4 arrays x 64K x 8 B stays inside a core's L2.
-_CHUNK = 1 << 16
 
 
 def _nan_is_an_answer() -> np.errstate:
@@ -80,10 +80,6 @@ def check_leaf(x: Any) -> str | None:
             f"convert it with .astype('{dtype.newbyteorder('=').str}')"
         )
     return f"dtype {dtype} is not floating point (float16/32/64 or complex64/128)"
-
-
-def real_dtype(dtype: np.dtype) -> np.dtype:
-    return np.empty(0, dtype).real.dtype
 
 
 def state_dtypes(
@@ -400,49 +396,3 @@ def _full(state: Any, param: Any) -> np.ndarray:
     if state.shape == shape:
         return state
     return np.full(shape, state, state.dtype)
-
-
-def _ufunc_leaf(
-    rule: Rule,
-    p: np.ndarray,
-    g: np.ndarray,
-    states: tuple[np.ndarray | None, ...],
-    p_out: np.ndarray,
-    states_out: tuple[np.ndarray, ...],
-    c: Any,
-) -> list[np.ndarray]:
-    """One leaf with ufuncs, in cache-sized chunks, in the precision of the states (float32 for
-    half precision); complex arrays as pairs of reals (see :mod:`adamupdate.rules`). Returns
-    the new arrays for ``p_out`` and ``states_out``, which are not written here."""
-    compute = np.result_type(np.float32 if p.dtype == _HALF else p.dtype, *states_out)
-    real = real_dtype(compute)
-    pairs = compute.kind == "c"
-
-    def flat(a: Any, dtype: np.dtype, squared: bool = False) -> Any:
-        if a is None:
-            return None
-        a = np.asarray(a, dtype=dtype).reshape(-1)  # a copy only where the dtype differs
-        if not pairs:
-            return a
-        return a.reshape(-1, 1) if squared else a.view(real).reshape(-1, 2)
-
-    p_flat, g_flat = flat(p, compute), flat(g, compute)
-    ins = [flat(x, real if sq else compute, sq) for x, sq in zip(states, rule.squared)]
-    results = [np.empty(p.shape, compute)]
-    results += [np.empty(p.shape, real if sq else compute) for sq in rule.squared]
-    outs = [flat(results[0], compute)] + [
-        flat(x, x.dtype, sq) for x, sq in zip(results[1:], rule.squared)
-    ]
-    for start in range(0, p_flat.shape[0], _CHUNK):
-        chunk = slice(start, start + _CHUNK)
-        g_chunk = g_flat[chunk]
-        if pairs:
-            g2 = g_chunk[:, :1] * g_chunk[:, :1]
-            g2 += g_chunk[:, 1:] * g_chunk[:, 1:]
-        else:
-            g2 = g_chunk * g_chunk
-        states_chunk = (None if x is None else x[chunk] for x in ins)
-        new = rule.step(np, c, p_flat[chunk], g_chunk, g2, *states_chunk)
-        for out, value in zip(outs, new):
-            out[chunk] = value
-    return results

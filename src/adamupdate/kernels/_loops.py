@@ -23,8 +23,10 @@ the scalar loop, ~4x slower.
 The drivers split the concatenation of all arrays into equal blocks, run in parallel; work
 that fits one block runs on the calling thread (waking the pool would cost more than it saves,
 and on a busy machine a descheduled worker stalls the whole call). They are closures, cached
-on disk by numba: the cache key includes the step function (by its module and name) and the
-coefficients' ``NamedTuple`` class, both found again in a new process.
+on disk by numba for the package's own rules: the cache key includes the step function (by its
+module and name) and the coefficients' ``NamedTuple`` class, both found again in a new
+process. A rule defined outside the package compiles in each process instead (numba keeps one
+index per loop function for all rules, and reading it imports every entry's classes).
 """
 
 from __future__ import annotations
@@ -77,6 +79,13 @@ def drivers(rule: Rule, numba: Any, options: dict[str, Any]) -> tuple[Any, Any]:
     if count > 2:
         raise ValueError(f"the numba kernel steps rules of up to two states, not {count}")
     sq1, sq2 = slots(rule.squared)
+    # numba keeps one disk-cache index per loop function, for every rule, and reading it
+    # imports what each entry names: only the package's own rules go there, so that a rule
+    # defined elsewhere (a script, a test) cannot break the cache of another process.
+    cached = all(
+        getattr(x, "__module__", "").startswith("adamupdate.")
+        for x in (rule.step, rule.coefficients_type)
+    )
 
     # The step on the table's two state slots; slots the rule does not have pass through.
     if count == 0:
@@ -199,7 +208,7 @@ def drivers(rule: Rule, numba: Any, options: dict[str, Any]) -> tuple[Any, Any]:
             for b in _prange((total + BLOCK - 1) // BLOCK):
                 walk(h, starts, b * BLOCK, min((b + 1) * BLOCK, total), c, fresh)
 
-        return numba.njit(parallel=True, cache=True, **options)(drive)
+        return numba.njit(parallel=True, cache=cached, **options)(drive)
 
     real = driver(walker(real_loops(True), real_loops(False), "real"))
     pairs = any(rule.squared)
