@@ -63,11 +63,11 @@ def dlupdate(fun: Callable[..., Any], params: Any, *args: Any) -> Any:
 def _update_network(fun: Callable[..., Any], net: Any, args: tuple[Any, ...]) -> Any:
     import torch
 
-    from .network import _learnables_and_factors, _leaves, _rebuild
+    from ._learnables import learnables_and_factors, leaves, rebuild
 
-    names, params, _ = _learnables_and_factors(net)
+    names, params, _ = learnables_and_factors(net)
     columns = [
-        [None] * len(names) if arg is None else _leaves(names, arg, f"args[{k}]", state=False)
+        [None] * len(names) if arg is None else leaves(names, arg, f"args[{k}]", state=False)
         for k, arg in enumerate(args)
     ]
     with torch.no_grad():
@@ -85,7 +85,7 @@ def _update_network(fun: Callable[..., Any], net: Any, args: tuple[Any, ...]) ->
         for p, new in zip(params, outputs[0]):  # every output checked: now write
             p.copy_(new)
     like: Any = next((arg for arg in args if arg is not None), {})
-    extras = tuple(_rebuild(names, column, like) for column in outputs[1:])
+    extras = tuple(rebuild(names, column, like) for column in outputs[1:])
     return (net, *extras) if _returns_tuple(results) else net
 
 

@@ -42,7 +42,7 @@ class Node:
 LEAF = Node("leaf")
 
 
-# --- containers of averages that carry a receipt (see adamupdate.network._with_receipt) ------
+# --- containers of averages that carry a receipt (see adamupdate._network_step._with_receipt) ---
 
 
 class _Owned:

@@ -1,42 +1,15 @@
-"""ZeRO stage 1 for DDP: each rank keeps the averages of 1/world of the learnables."""
+"""ZeRO stage 1 for DDP: each rank keeps the averages of 1/world of the learnables (their
+layout in flat buffers, one slice per rank: :mod:`._buckets`)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from .._api import adamupdate
 from ..network import learn_rate_factors
+from ._buckets import Bucket, make_buckets, runs
 from ._common import by_name, dist, full, is_table, torch, unwrap
-
-
-@dataclass(eq=False)
-class _Bucket:
-    """The learnables of one (device, dtype), flattened and concatenated in learnable order.
-
-    ``flat`` holds every parameter (they are views of it) padded to ``chunk * world``; this
-    rank owns ``flat[lo:hi]`` (``hi - lo <= chunk``; the padding is nobody's) and keeps the
-    averages of that slice only, ``avg_grad[i]`` being the average of ``flat[lo + i]``.
-    """
-
-    indices: list[int]  # positions in the learnable list
-    offsets: list[int]  # start of each parameter in flat
-    flat: torch.Tensor
-    chunk: int
-    lo: int
-    hi: int
-    grad: torch.Tensor  # this rank's slice of the gradients, refilled every step
-    avg_grad: torch.Tensor
-    avg_sq_grad: torch.Tensor
-    fresh: bool = True  # no step yet: MATLAB's empty averages
-    runs: list[tuple[float, int, int]] = field(default_factory=list)  # (factor, lo, hi) in flat
-    carried: dict[float, tuple] = field(default_factory=dict)  # factor -> last outputs
-
-    @property
-    def size(self) -> int:
-        return self.offsets[-1] if self.offsets else 0
 
 
 class ZeroAdamupdate:
@@ -107,72 +80,10 @@ class ZeroAdamupdate:
         self.names = list(self._factors)
         params = dict(self.net.named_parameters())
         self.params = [params[name] for name in self.names]
-        self._buckets = self._make_buckets()
-        self._addresses = [p.data_ptr() for p in self.params]
-
-    # -- layout --------------------------------------------------------------------------------
-
-    def _make_buckets(self) -> list[_Bucket]:
-        groups: dict[tuple, list[int]] = {}
-        for i, p in enumerate(self.params):
-            if hasattr(p, "to_local"):
-                raise TypeError(
-                    f"{self.names[i]}: is a DTensor; FSDP2 already shards the averages "
-                    "(call adamupdate(net, ...) directly)"
-                )
-            groups.setdefault((p.device, p.dtype), []).append(i)
-        return [self._bucket(indices) for indices in groups.values()]
-
-    def _bucket(self, indices: list[int]) -> _Bucket:
-        params = [self.params[i] for i in indices]
-        offsets = [0]
-        for p in params:
-            offsets.append(offsets[-1] + p.numel())
-        size = offsets[-1]
-        chunk = max(1, math.ceil(size / self.world))
-        lo = min(self.rank * chunk, size)
-        hi = min(lo + chunk, size)
-        first = params[0]
-        flat = torch.zeros(chunk * self.world, dtype=first.dtype, device=first.device)
-        with torch.no_grad():
-            for p, start in zip(params, offsets):
-                view = flat[start : start + p.numel()].view(p.shape)
-                view.copy_(p.detach())
-                p.data = view
-        m_dtype, v_dtype = self._state_dtypes(first)
-        return _Bucket(
-            indices=indices,
-            offsets=offsets,
-            flat=flat,
-            chunk=chunk,
-            lo=lo,
-            hi=hi,
-            grad=torch.empty(hi - lo, dtype=first.dtype, device=first.device),
-            avg_grad=torch.zeros(hi - lo, dtype=m_dtype, device=first.device),
-            avg_sq_grad=torch.zeros(hi - lo, dtype=v_dtype, device=first.device),
+        self._buckets = make_buckets(
+            self.names, self.params, self.rank, self.world, self.state_dtype
         )
-
-    def _state_dtypes(self, p: torch.Tensor) -> tuple[torch.dtype, torch.dtype]:
-        """The averages' dtypes adamupdate gives this parameter dtype (asked of adamupdate
-        itself, on an empty tensor, so that the rule lives in one place)."""
-        empty = torch.empty(0, dtype=p.dtype, device=p.device)
-        _, m, v = adamupdate(empty, empty, None, None, 1, state_dtype=self.state_dtype)
-        return m.dtype, v.dtype
-
-    def _runs(self, bucket: _Bucket) -> list[tuple[float, int, int]]:
-        """This rank's slice cut where the learn-rate factor changes: (factor, lo, hi)."""
-        runs: list[tuple[float, int, int]] = []
-        for j, i in enumerate(bucket.indices):
-            a = max(bucket.offsets[j], bucket.lo)
-            b = min(bucket.offsets[j + 1], bucket.hi)
-            if a >= b:
-                continue
-            factor = self._factors[self.names[i]]
-            if runs and runs[-1][0] == factor and runs[-1][2] == a:
-                runs[-1] = (factor, runs[-1][1], b)
-            else:
-                runs.append((factor, a, b))
-        return runs or [(1.0, bucket.lo, bucket.lo)]  # an empty slice still checks arguments
+        self._addresses = [p.data_ptr() for p in self.params]
 
     # -- the step ------------------------------------------------------------------------------
 
@@ -261,11 +172,11 @@ class ZeroAdamupdate:
                 )
         return grad_list
 
-    def _step_bucket(self, bucket: _Bucket, grads: Any, iteration: int, *hyper: float) -> None:
+    def _step_bucket(self, bucket: Bucket, grads: Any, iteration: int, *hyper: float) -> None:
         learn_rate, grad_decay, sq_grad_decay, epsilon = hyper
         self._fill_grad(bucket, grads)
         if not bucket.runs:
-            bucket.runs = self._runs(bucket)
+            bucket.runs = runs(bucket, self.names, self._factors)
         by_factor: dict[float, list[tuple[int, int]]] = {}
         for factor, a, b in bucket.runs:
             by_factor.setdefault(factor, []).append((a - bucket.lo, b - bucket.lo))
@@ -302,7 +213,7 @@ class ZeroAdamupdate:
                 bucket.carried[factor] = (p, m, v)
         bucket.fresh = False
 
-    def _fill_grad(self, bucket: _Bucket, grads: list[Any]) -> None:
+    def _fill_grad(self, bucket: Bucket, grads: list[Any]) -> None:
         with torch.no_grad():
             for j, i in enumerate(bucket.indices):
                 start, end = bucket.offsets[j], bucket.offsets[j + 1]
@@ -344,7 +255,7 @@ class ZeroAdamupdate:
                     out[self.names[i]] = full[start:end].view(self.params[i].shape).clone()
         return avg_grad, avg_sq_grad
 
-    def _gather(self, bucket: _Bucket, local: torch.Tensor) -> torch.Tensor:
+    def _gather(self, bucket: Bucket, local: torch.Tensor) -> torch.Tensor:
         if self.world == 1:
             return local
         padded = torch.zeros(bucket.chunk, dtype=local.dtype, device=local.device)
@@ -407,10 +318,10 @@ class ZeroAdamupdate:
             bucket.fresh = bool(state["fresh"])
             bucket.carried = {}
 
-    def _bucket_key(self, bucket: _Bucket) -> str:
+    def _bucket_key(self, bucket: Bucket) -> str:
         return f"{bucket.flat.device.type}-{str(bucket.flat.dtype).removeprefix('torch.')}"
 
-    def _sharded(self, bucket: _Bucket, local: torch.Tensor) -> torch.Tensor:
+    def _sharded(self, bucket: Bucket, local: torch.Tensor) -> torch.Tensor:
         if self.world == 1:
             return local
         from torch.distributed.device_mesh import DeviceMesh
