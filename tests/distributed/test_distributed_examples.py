@@ -20,8 +20,7 @@ torch = pytest.importorskip("torch")
 if not torch.distributed.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 
-ROOT = Path(__file__).parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
+ROOT = Path(__file__).parents[2]
 from distributed_worker import FSDP2_RUNS_HERE  # noqa: E402
 
 needs_cpu_fsdp2 = pytest.mark.skipif(

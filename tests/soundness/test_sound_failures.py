@@ -19,7 +19,7 @@ import pytest
 
 from adamupdate import adamupdate
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- JAX: nothing donated before every group is bound --------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 README = (ROOT / "README.md").read_text()
 FENCE = re.compile(r"^```([\w+-]*)\n(.*?)^```", flags=re.S | re.M)
 BLOCKS = [(README[: m.start()].count("\n") + 1, m.group(2)) for m in FENCE.finditer(README)

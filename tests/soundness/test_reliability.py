@@ -946,7 +946,7 @@ def test_concurrent_calls_under_numba_workqueue():
     NUMBA_THREADING_LAYER=workqueue: exit 0, each result equals its sequential run."""
     pytest.importorskip("numba")
     src = Path(adamupdate_package.__file__).resolve().parents[1]
-    tests = Path(__file__).resolve().parent
+    tests = Path(__file__).resolve().parents[1]  # reference.py
     env = dict(os.environ)
     env["NUMBA_THREADING_LAYER"] = "workqueue"
     env["PYTHONPATH"] = os.pathsep.join(

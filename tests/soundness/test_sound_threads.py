@@ -3,7 +3,7 @@ what a fresh single-threaded call on the same inputs gives.
 
 Functional calls from several threads that share the averages (NumPy arrays large enough for
 the numba kernel, and torch CPU tensors). Each scenario runs in its own process
-(tests/sound_threads_worker.py): a segmentation fault or a corrupted heap then fails the test
+(sound_threads_worker.py): a segmentation fault or a corrupted heap then fails the test
 instead of killing pytest.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+ROOT = HERE.parents[1]
 # Rounds per scenario. Process start-up (imports, compiling the kernel) costs ~4 s; a round costs
 # milliseconds, and on the code issue 17 reported, the races showed within a few rounds for NumPy
 # and within ~100 rounds for torch (in 3 of 4 runs at these counts; a race is a probability).

@@ -1,4 +1,4 @@
-"""Worker of tests/test_sound_threads.py (issue 17, case 3), run in its own process so that a
+"""Worker of test_sound_threads.py (issue 17, case 3), run in its own process so that a
 crash fails the test instead of killing pytest.
 
 ``python sound_threads_worker.py LIB PATTERN THREADS ROUNDS`` with LIB ``numpy`` or ``torch``

@@ -7,7 +7,7 @@
   parameters become DTensor shards); rank 0 saves the full parameters and averages to ``OUT``.
 - ``reshard-first`` (world 1), ``reshard-second`` (world 2), ``reshard-third`` (world 1): the
   three runs of the checkpoint tests, for a plain/DDP network and an FSDP2 one; ``OUT`` is a
-  directory shared by the three (see tests/test_distributed.py).
+  directory shared by the three (see tests/distributed/test_distributed.py).
 - ``zero``: ZeRO-1 (:class:`adamupdate.distributed.ZeroAdamupdate`) beside unpartitioned DDP,
   then a ZeRO checkpoint saved with DCP; ``zero-reload`` (world 1) reloads that checkpoint.
 """
@@ -279,7 +279,7 @@ def free_port() -> int:
 def launch(mode: str, out: Path, world: int = 2, timeout: float = 300) -> None:
     """Run ``mode`` in ``world`` processes (gloo on this machine); fail with their output."""
     port = free_port()
-    src = str(Path(__file__).parents[1] / "src")
+    src = str(Path(__file__).parents[2] / "src")
     procs = []
     for rank in range(world):
         env = {

@@ -18,7 +18,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("pandas")
 
-PAGE = Path(__file__).resolve().parents[1] / "docs" / "porting.rst"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "porting.rst"
 LITERAL = re.compile(r"``(.+?)``")
 
 # The names a MATLAB port of a custom loop meets (the list, and the first release's).

@@ -38,12 +38,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+import solver_reference as ref
 from adamupdate import dlupdate, rmspropupdate, sgdmupdate
-
-try:
-    import solver_reference as ref
-except ImportError:  # tests/ turned into a package
-    from tests import solver_reference as ref
 
 SGDM = {"learn_rate": 0.05, "momentum": 0.9}
 RMSPROP = {"learn_rate": 0.01, "sq_grad_decay": 0.9, "epsilon": 1e-4}
@@ -578,13 +574,14 @@ def test_numpy_small_path_in_fresh_interpreter(tmp_path):
             for i, g in enumerate(step):
                 inputs[f"{key}/g{t}_{i}"] = g
     np.savez(tmp_path / "in.npz", **inputs)
-    tests_dir = str(Path(__file__).resolve().parent)
+    here = Path(__file__).resolve().parent
+    dirs = [str(here), str(here.parent)]  # this file's folder, and tests/ (solver_reference.py)
     script = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import test_solvers; "
-        "test_solvers._fresh_main(sys.argv[2], sys.argv[3])"
+        "import sys; sys.path[:0] = sys.argv[1:3]; import test_solvers; "
+        "test_solvers._fresh_main(sys.argv[3], sys.argv[4])"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, tests_dir, str(tmp_path / "in.npz"), str(tmp_path / "out")],
+        [sys.executable, "-c", script, *dirs, str(tmp_path / "in.npz"), str(tmp_path / "out")],
         capture_output=True,
         text=True,
         timeout=120,

@@ -16,12 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import reference as ref
 from adamupdate import adamupdate
-
-try:
-    import reference as ref
-except ImportError:  # tests/ turned into a package
-    from tests import reference as ref
 
 settings.register_profile(
     "ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # the bench package lives at the repository root
-    sys.path.insert(0, str(ROOT))
+# The bench package lives at the repository root (on sys.path: pyproject.toml, pythonpath).
+from bench.cases import cases, overhead_cases, resnet50_shapes
+from bench.contenders import CONTENDERS, OVERHEAD
 
-from bench.cases import cases, overhead_cases, resnet50_shapes  # noqa: E402
-from bench.contenders import CONTENDERS, OVERHEAD  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_resnet50_shapes_match_torchvision() -> None:

@@ -30,12 +30,8 @@ import math
 import numpy as np
 import pytest
 
+import reference as ref
 from adamupdate import adamupdate
-
-try:
-    import reference as ref
-except ImportError:  # tests/ turned into a package
-    from tests import reference as ref
 
 DOC_DROP = 0.04999999776393212  # MATLAB documentation example, iteration 1
 

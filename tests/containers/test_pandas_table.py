@@ -9,12 +9,8 @@ import pytest
 
 pd = pytest.importorskip("pandas")
 
+import reference as ref  # noqa: E402
 from adamupdate import adamupdate  # noqa: E402
-
-try:
-    import reference as ref
-except ImportError:  # tests/ turned into a package
-    from tests import reference as ref
 
 LAYOUT = [
     ("conv1", "Weights", (3, 3, 1, 4)),

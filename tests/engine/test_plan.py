@@ -1,13 +1,13 @@
 """Every call is planned from scratch (adamupdate._plan), and a loop notices what changes.
 
 Nothing is remembered between calls: every call checks every leaf (in bulk when it can, see
-tests/test_bulk_plan.py). Every test here changes something between the calls of a training
+tests/engine/test_bulk_plan.py). Every test here changes something between the calls of a training
 loop — a leaf in its container, a buffer, a shape, a layout, a flag, a storage, a learn-rate
 factor — and checks that the next call notices: it is refused with the full path's error
 (naming the leaf) and changes nothing, or it computes exactly what a call on fresh copies
 computes (bit for bit) and what the float64 reference (tests/reference.py) computes. Plus what
 the averages are (the caller's plain containers) and that nothing keeps a discarded model
-alive. A network's averages: tests/test_network_averages.py.
+alive. A network's averages: tests/containers/test_network_averages.py.
 """
 
 from __future__ import annotations

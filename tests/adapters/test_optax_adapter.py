@@ -25,7 +25,7 @@ import pytest
 from reference import assert_matches, jax_x64, run
 
 LR, B1, B2, EPS = 0.01, 0.9, 0.999, 1e-8
-SRC = Path(__file__).parents[1] / "src"
+SRC = Path(__file__).parents[2] / "src"
 
 
 def small_gradients(rng, shape, steps, dtype, low=-6.0, high=-3.0):

@@ -33,7 +33,7 @@ NOT_APPLICABLE = {
     "test_complex, test_complex_2d": (
         "they require a complex parameter to step exactly as torch.view_as_real of it; ours keeps "
         "v real, |g|^2 = g conj(g) (optax's convention, MATLAB's for complex dlarrays), so the "
-        "two differ by design (tests/test_torch_adapter.py checks complex against the float64 "
+        "two differ by design (test_torch_adapter.py checks complex against the float64 "
         "reference and converts states both ways)"
     ),
     "test_correctness, test_fused_cpu_matches_cuda, test_foreach_matches_forloop (vs torch)": (
@@ -48,7 +48,7 @@ NOT_APPLICABLE = {
     "test_defaults_changed_to_foreach": "mocks torch's private _multi_tensor_adam",
     "CUDA-only checks (fused_matches_forloop on CUDA, peak_memory_foreach, *_large_tensor, "
     "cpu_load_state_dict, state_dict_with_cuda_params, mixed_device_dtype, multigpu)": (
-        "need a CUDA device; our route flags change no route (tests/test_torch_adapter.py checks "
+        "need a CUDA device; our route flags change no route (test_torch_adapter.py checks "
         "bitwise that they change nothing)"
     ),
 }

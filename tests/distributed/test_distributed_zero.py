@@ -7,9 +7,6 @@ averages. The ZeRO state saved with ``torch.distributed.checkpoint`` at world 2 
 world 1 (DCP reshards the flat slices). Single-process tests cover the rest of the API.
 """
 
-import sys
-from pathlib import Path
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -17,11 +14,11 @@ dist = pytest.importorskip("torch.distributed")
 if not dist.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 
-sys.path.insert(0, str(Path(__file__).parent))
 import distributed_worker as worker  # noqa: E402
+from test_distributed import assert_bitwise, bits  # noqa: E402
+
 from adamupdate import adamupdate, set_learn_rate_factor  # noqa: E402
 from adamupdate.distributed import ZeroAdamupdate  # noqa: E402
-from test_distributed import assert_bitwise, bits  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,11 @@ MATLAB's step (ε_torch = ε/√(1−β2^t)), an independent implementation.
 
 Checkpoints (:mod:`adamupdate.distributed`): a state saved with ``torch.distributed.checkpoint``
 at one world size and continued at another (1 → 2 and 2 → 1 ranks, plain/DDP and FSDP2) must
-continue bitwise as an uninterrupted run. The runs are described in tests/distributed_worker.py.
+continue bitwise as an uninterrupted run. The runs are described in distributed_worker.py.
 ZeRO-1 is tested in test_distributed_zero.py, the examples in test_distributed_examples.py.
 """
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -22,7 +20,6 @@ dist = pytest.importorskip("torch.distributed")
 if not dist.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 
-sys.path.insert(0, str(Path(__file__).parent))
 import distributed_worker as worker  # noqa: E402
 
 needs_cpu_fsdp2 = pytest.mark.skipif(
@@ -96,7 +93,7 @@ def assert_bitwise(result: dict, reference: dict) -> None:
 @pytest.fixture(scope="module")
 def resharded(tmp_path_factory):
     """Three runs: world 1 (reference and checkpoint), world 2 (continue it, save another),
-    world 1 (continue that); see tests/distributed_worker.py."""
+    world 1 (continue that); see tests/distributed/distributed_worker.py."""
     root = tmp_path_factory.mktemp("reshard")
     worker.launch("reshard-first", root, world=1)
     worker.launch("reshard-second", root, world=2)
