@@ -15,10 +15,9 @@ if not dist.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 
 import distributed_worker as worker  # noqa: E402
-from test_distributed import assert_bitwise, bits  # noqa: E402
-
 from adamupdate import adamupdate, set_learn_rate_factor  # noqa: E402
 from adamupdate.distributed import ZeroAdamupdate  # noqa: E402
+from test_distributed import assert_bitwise, bits  # noqa: E402
 
 
 @pytest.fixture(scope="module")
