@@ -1,8 +1,10 @@
 """The numba kernel (adamupdate.kernels.numba_step) against NumPy, bitwise, on every code path.
 
-The kernel promises NumPy's exact arithmetic (same operations, order and precision), so the
-comparisons here are on bit patterns, not tolerances; one test also checks it against an
-independent float64 computation to catch a wrong-but-consistent formula.
+The kernel promises MATLAB's exact arithmetic in the arrays' precision (the same operations, in
+the same order and precision, as :func:`reference.step_in_precision` in ``tests/reference.py``,
+written from the formula and nothing from ``adamupdate``), so the comparisons here are on bit
+patterns, not tolerances; one test also checks it against an independent float64 computation
+to catch a wrong-but-consistent formula.
 
 Its interface is checked as well: ``inspect`` (the header check of an id table) must accept
 exactly what ``run`` can walk and name the first failing column otherwise, ``run`` on an
@@ -21,9 +23,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import reference as ref
 from adamupdate.kernels import numba_step as nk
 from adamupdate.rules import adam
-from adamupdate.rules.adam import coefficients, reference_step, update_moment
+from adamupdate.rules.adam import coefficients
 
 pytestmark = [
     pytest.mark.skipif(not nk.available(), reason="numba is not installed"),
@@ -34,7 +37,8 @@ REAL = (np.float32, np.float64)
 COMPLEX = (np.complex64, np.complex128)
 # 0, 1, odd, around the block size (the serial/parallel switch), several blocks.
 SIZES = (0, 1, 2, 7, 31, 1000, 32767, 32768, 32769, 100003, 262147)
-COEF = coefficients(0.003, 0.9, 0.999, 1e-8, 7)
+HYPER = (0.003, 0.9, 0.999, 1e-8, 7)  # learn_rate, grad_decay, sq_grad_decay, epsilon, iteration
+COEF = coefficients(*HYPER)
 
 
 def _real(dtype: type) -> np.dtype:
@@ -58,20 +62,13 @@ def _data(rng: np.random.Generator, n: int, dtype: type, special: bool = False) 
     return p, g, m, v
 
 
-def _componentwise(p, g, m, v, c):  # type: ignore[no-untyped-def]
-    """The NumPy expression the kernel reproduces bit for bit (complex: part by part)."""
-    if p.dtype.kind != "c":
-        return reference_step(np, p, g, m, v, c)
-    b1, omb1 = c.grad_decay, c.one_minus_grad_decay
-    mr = update_moment(np, None if m is None else m.real, g.real, b1, omb1)
-    mi = update_moment(np, None if m is None else m.imag, g.imag, b1, omb1)
-    sq = g.real * g.real + g.imag * g.imag
-    vn = update_moment(np, v, sq, c.sq_grad_decay, c.one_minus_sq_grad_decay)
-    d = np.sqrt(vn) + c.epsilon
-    pn, mn = np.empty_like(p), np.empty_like(p)
-    pn.real, pn.imag = p.real - (c.step_size * mr) / d, p.imag - (c.step_size * mi) / d
-    mn.real, mn.imag = mr, mi
-    return pn, mn, vn
+def _expected(p, g, m, v, hyper: tuple = HYPER) -> tuple:  # type: ignore[no-untyped-def]
+    """The step the kernel must reproduce bit for bit, for ``coefficients(*hyper)``: the
+    reference's step in the arrays' precision (complex: part by part)."""
+    learn_rate, grad_decay, sq_grad_decay, epsilon, iteration = hyper
+    return ref.step_in_precision(
+        p, g, m, v, iteration, learn_rate, grad_decay, sq_grad_decay, epsilon
+    )
 
 
 def _assert_bitwise(actual: np.ndarray, expected: np.ndarray) -> None:
@@ -100,7 +97,7 @@ def test_fused_step_bitwise(dtype: type, n: int, fresh: bool, inplace: bool) -> 
     p, g, m, v = _data(rng, n, dtype, special=True)
     if fresh:
         m = v = None
-    expected = _componentwise(p, g, m, v, COEF)
+    expected = _expected(p, g, m, v)
     keep = tuple(None if a is None else a.copy() for a in (p, g, m, v))
     if inplace:
         m_out = np.empty_like(p) if fresh else m
@@ -119,7 +116,7 @@ def test_partial_aliasing() -> None:
     """Only p in place, states out of place: the general loop must stay exact."""
     rng = np.random.default_rng(1)
     p, g, m, v = _data(rng, 70001, np.float32)
-    expected = reference_step(np, p, g, m, v, COEF)
+    expected = _expected(p, g, m, v)
     m_out, v_out = np.empty_like(m), np.empty_like(v)
     nk.fused_step(p, g, m, v, p, m_out, v_out, COEF)
     _assert_step((p, m_out, v_out), expected)
@@ -147,19 +144,25 @@ def test_against_float64(dtype: type) -> None:
 
 
 @pytest.mark.parametrize("dtype", COMPLEX)
-def test_complex_close_to_reference_step(dtype: type) -> None:
-    """Only p differs from reference_step: NumPy divides a complex by a real through a rounded
-    reciprocal; the kernel divides each part (as MATLAB does). One rounding of the step apart."""
+def test_complex_close_to_numpys_complex_division(dtype: type) -> None:
+    """The kernel divides each part of ``a_t*m`` by the real denominator (as MATLAB does, and as
+    the reference does); NumPy's complex expression divides a complex by a real through a rounded
+    reciprocal. The states are the reference's bits; p is one rounding of the step from NumPy's."""
     rng = np.random.default_rng(3)
     p, g, m, v = _data(rng, 4097, dtype)
-    expected = reference_step(np, p, g, m, v, COEF)
+    expected = _expected(p, g, m, v)
+    real = np.dtype(_real(dtype)).type
+    learn_rate, grad_decay, sq_grad_decay, epsilon, iteration = HYPER
+    a_t = real(ref.bias_corrected_rate(iteration, learn_rate, grad_decay, sq_grad_decay))
+    numpys = p - (a_t * expected[1]) / (np.sqrt(expected[2]) + real(epsilon))
     out = (np.empty_like(p), np.empty_like(m), np.empty_like(v))
     nk.fused_step(p, g, m, v, *out, COEF)
+    _assert_bitwise(out[0], expected[0])
     _assert_bitwise(out[1], expected[1])
     _assert_bitwise(out[2], expected[2])
-    step = np.abs(p - expected[0])
+    step = np.abs(p - numpys)
     eps = np.finfo(_real(dtype)).eps
-    assert np.all(np.abs(out[0] - expected[0]) <= 2 * eps * (np.abs(p) + step))
+    assert np.all(np.abs(out[0] - numpys) <= 2 * eps * (np.abs(p) + step))
 
 
 def _many(rng: np.random.Generator, sizes: list[int], dtype: type) -> list[tuple]:
@@ -192,7 +195,7 @@ def test_many_bitwise(dtype: type, fresh: bool, inplace: bool, route: str) -> No
     p, g, m, v = (list(col) for col in zip(*arrays, strict=True))
     if fresh:
         m = v = None
-    expected = [_componentwise(*a[:2], *((None, None) if fresh else a[2:]), COEF) for a in arrays]
+    expected = [_expected(*a[:2], *((None, None) if fresh else a[2:])) for a in arrays]
     if inplace:
         outs = (p, [np.empty_like(x) for x in p], [np.empty_like(e[2]) for e in expected])
         if not fresh:
@@ -326,7 +329,7 @@ def test_run_on_inspected_addresses_matches_fused_step(dtype: type, fresh: bool)
         outs = (a[0][i], np.empty_like(a[0][i]), np.empty_like(a[1][i].real))
         if not fresh:
             outs = (a[0][i], a[2][i], a[3][i])
-        want = _componentwise(a[0][i].copy(), a[1][i], *states, COEF)
+        want = _expected(a[0][i].copy(), a[1][i], *states)
         nk.fused_step(a[0][i], a[1][i], *states, *outs, COEF)
         _assert_step(outs, want)
     outs = (b[0], [np.empty_like(x) for x in b[0]], [np.empty_like(x.real) for x in b[1]])
@@ -351,11 +354,11 @@ def test_run_views_and_raw_addresses() -> None:
     flat[3] = np.abs(flat[3])
     cuts = [(0, 10), (10, 60011), (60011, 60011), (60011, 100000)]
     views = [[f[a:b] for a, b in cuts] for f in flat]
-    expected = reference_step(np, *(f.copy() for f in flat), COEF)
+    expected = _expected(*(f.copy() for f in flat))
     nk.fused_step_many(views[0], views[1], views[2], views[3], views[0], views[2], views[3], COEF)
     _assert_step((flat[0], flat[2], flat[3]), expected)
 
-    again = reference_step(np, *(f.copy() for f in flat), COEF)
+    again = _expected(*(f.copy() for f in flat))
     rows = [views[r] for r in (0, 1, 2, 3, 0, 2, 3)]
     addresses = np.array([[a.ctypes.data for a in row] for row in rows], np.intp)
     sizes = np.array([a.size for a in views[0]], np.intp)
@@ -372,8 +375,9 @@ def test_run_reuses_an_address_table_across_steps() -> None:
     assert not isinstance(found, int)
     expected = [tuple(a.copy() for a in arr) for arr in arrays]
     for t in (1, 2, 3):
-        c = coefficients(0.01, 0.9, 0.999, 1e-8, t)
-        stepped = [reference_step(np, e[0], e[1], e[2], e[3], c) for e in expected]
+        hyper = (0.01, 0.9, 0.999, 1e-8, t)
+        c = coefficients(*hyper)
+        stepped = [_expected(e[0], e[1], e[2], e[3], hyper) for e in expected]
         expected = [(s[0], e[1], s[1], s[2]) for s, e in zip(stepped, expected, strict=True)]
         nk.run(*found, np.dtype(np.float64), False, c)
         for i, e in enumerate(expected):
@@ -417,7 +421,7 @@ def test_numpy_backend_group_stages_what_the_kernel_cannot_walk(
             p, g, m, v = (np.repeat(a, 2, axis=1)[:, ::2] for a in (p, g, m, v))
         if fresh:
             m = v = None
-        expected.append(reference_step(np, p.copy(), g, m, v, COEF))
+        expected.append(_expected(p.copy(), g, m, v))
         columns.append((p, g, m, v))
     params, grads, ms, vs = (list(col) for col in zip(*columns, strict=True))
     group = numpy_backend.group(
@@ -452,7 +456,7 @@ def test_hyperparameters(
 ) -> None:
     c = coefficients(lr, b1, b2, eps, t)
     p, g, m, v = _data(np.random.default_rng(seed), n, np.float32)
-    expected = reference_step(np, p, g, m, v, c)
+    expected = _expected(p, g, m, v, (lr, b1, b2, eps, t))
     nk.fused_step(p, g, m, v, p, m, v, c)
     _assert_step((p, m, v), expected)
 
@@ -504,7 +508,7 @@ def test_subclasses_and_equal_dtypes_are_accepted() -> None:
 
     rng = np.random.default_rng(8)
     p, g, m, v = _data(rng, 1000, np.float64)
-    expected = reference_step(np, p, g, m, v, COEF)
+    expected = _expected(p, g, m, v)
     p = p.view(Sub)
     swapped = np.dtype(np.float64).newbyteorder("=")  # equal to float64, not the same object
     g = g.astype(swapped)
@@ -529,14 +533,15 @@ def test_compile(dtype: type) -> None:
 
 _FORK_SCRIPT = """
 import os, numpy as np
-from adamupdate.rules.adam import coefficients, reference_step
+import reference as ref
+from adamupdate.rules.adam import coefficients
 from adamupdate.kernels import numba_step as nk
 c = coefficients(0.01, 0.9, 0.999, 1e-8, 3)
 rng = np.random.default_rng(9)
 p, g, m = (rng.standard_normal(300001).astype(np.float32) for _ in range(3))
 v = rng.random(300001).astype(np.float32)
 nk.fused_step(p.copy(), g, m.copy(), v.copy(), p.copy(), m.copy(), v.copy(), c)  # threads
-expected = reference_step(np, p, g, m, v, c)
+expected = ref.step_in_precision(p, g, m, v, 3, 0.01, 0.9, 0.999, 1e-8)
 pid = os.fork()
 if pid == 0:
     code = 1
@@ -590,9 +595,12 @@ def test_import_without_numba() -> None:
 
 
 def _env() -> dict[str, str]:
+    """This adamupdate's sources, and tests/ (reference.py), first on the child's path."""
     from pathlib import Path
 
     import adamupdate
 
     src = str(Path(next(iter(adamupdate.__path__))).parent)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    tests = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join([src, tests, os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path}
