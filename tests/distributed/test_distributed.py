@@ -22,11 +22,6 @@ if not dist.is_available():
 
 import distributed_worker as worker  # noqa: E402
 
-needs_cpu_fsdp2 = pytest.mark.skipif(
-    not worker.FSDP2_RUNS_HERE,
-    reason="FSDP2 runs on the CPU from torch 2.6 on (torch 2.5 needs CUDA streams)",
-)
-
 WORLD = 2
 LR = 0.01
 
@@ -54,7 +49,7 @@ def single_process_reference():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["ddp", pytest.param("fsdp2", marks=needs_cpu_fsdp2)])
+@pytest.mark.parametrize("mode", ["ddp", pytest.param("fsdp2", marks=pytest.mark.fsdp2)])
 def test_matches_single_process_training(mode, tmp_path):
     out = tmp_path / f"{mode}.pt"
     worker.launch(mode, out)
@@ -104,7 +99,7 @@ def resharded(tmp_path_factory):
     return results
 
 
-@needs_cpu_fsdp2  # the workers checkpoint a plain and an FSDP2 network in one run
+@pytest.mark.fsdp2  # the workers checkpoint a plain and an FSDP2 network in one run
 @pytest.mark.parametrize("kind", ["plain", "fsdp2"])
 @pytest.mark.parametrize("direction", ["1to2", "2to1"])
 def test_checkpoint_continues_bitwise_at_another_world_size(resharded, kind, direction):
@@ -113,7 +108,7 @@ def test_checkpoint_continues_bitwise_at_another_world_size(resharded, kind, dir
     assert_bitwise(result, resharded[f"reference-{kind}"])
 
 
-@needs_cpu_fsdp2
+@pytest.mark.fsdp2
 @pytest.mark.parametrize("direction", ["1to2", "2to1"])
 def test_loaded_averages_are_placed_like_the_parameters(resharded, direction):
     fsdp2 = resharded[f"{direction}-fsdp2"]["loaded"]

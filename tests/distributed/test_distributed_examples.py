@@ -21,12 +21,6 @@ if not torch.distributed.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 
 ROOT = Path(__file__).parents[2]
-from distributed_worker import FSDP2_RUNS_HERE  # noqa: E402
-
-needs_cpu_fsdp2 = pytest.mark.skipif(
-    not FSDP2_RUNS_HERE,
-    reason="FSDP2 runs on the CPU from torch 2.6 on (torch 2.5 needs CUDA streams)",
-)
 
 
 def torchrun(script: str, *args: str, nproc: int = 2) -> str:
@@ -51,7 +45,7 @@ def losses(output: str) -> list[float]:
     return [float(x) for x in re.findall(r"loss (\d+\.\d+)", output)]
 
 
-@needs_cpu_fsdp2
+@pytest.mark.fsdp2
 def test_ddp_with_zero_then_fsdp2_resuming_its_checkpoint(tmp_path):
     checkpoint = str(tmp_path / "checkpoint")
     out = torchrun("ddp_train.py", "--zero", "--steps", "5", "--save", checkpoint)
@@ -69,7 +63,7 @@ def test_ddp_with_zero_then_fsdp2_resuming_its_checkpoint(tmp_path):
     assert max(losses(out)) < first  # resumed from the trained state, not from scratch
 
 
-@needs_cpu_fsdp2
+@pytest.mark.fsdp2
 def test_fsdp2_bench_smoke(tmp_path):
     out = tmp_path / "fsdp2.json"
     env = {

@@ -556,13 +556,13 @@ raise SystemExit(os.waitstatus_to_exitcode(status))
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_forked_child_steps_on_one_thread() -> None:
+def test_forked_child_steps_on_one_thread(child_env: dict[str, str]) -> None:
     """OpenMP cannot run in a forked child (numba would terminate it); the kernel goes serial.
 
     Forked from a fresh interpreter: forking this test process, which has JAX's and PyTorch's
     threads running, could deadlock for reasons that have nothing to do with the kernel.
     """
-    subprocess.run([sys.executable, "-c", _FORK_SCRIPT], check=True, env=_env(), timeout=300)
+    subprocess.run([sys.executable, "-c", _FORK_SCRIPT], check=True, env=child_env, timeout=300)
 
 
 _NO_NUMBA_SCRIPT = """
@@ -588,19 +588,7 @@ assert all(np.allclose(x, 1 - 0.001) for x in out)
 """
 
 
-def test_import_without_numba() -> None:
+def test_import_without_numba(child_env: dict[str, str]) -> None:
     """Importing the module never needs numba; available() says False, the checked calls
     raise RuntimeError, and adamupdate falls back to NumPy's ufuncs."""
-    subprocess.run([sys.executable, "-c", _NO_NUMBA_SCRIPT], check=True, env=_env(), timeout=300)
-
-
-def _env() -> dict[str, str]:
-    """This adamupdate's sources, and tests/ (reference.py), first on the child's path."""
-    from pathlib import Path
-
-    import adamupdate
-
-    src = str(Path(next(iter(adamupdate.__path__))).parent)
-    tests = str(Path(__file__).resolve().parents[1])
-    path = os.pathsep.join([src, tests, os.environ.get("PYTHONPATH", "")])
-    return {**os.environ, "PYTHONPATH": path}
+    subprocess.run([sys.executable, "-c", _NO_NUMBA_SCRIPT], check=True, env=child_env, timeout=300)

