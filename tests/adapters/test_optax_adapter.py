@@ -26,6 +26,7 @@ from reference import assert_matches, jax_x64, run
 
 LR, B1, B2, EPS = 0.01, 0.9, 0.999, 1e-8
 SRC = Path(__file__).parents[2] / "src"
+TESTS = Path(__file__).parents[1]
 
 
 def small_gradients(rng, shape, steps, dtype, low=-6.0, high=-3.0):
@@ -413,7 +414,10 @@ def sharding_report() -> dict:
         **os.environ,
         "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
         "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
+        # This file runs as a script: tests/ (reference.py) is not its folder.
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(SRC), str(TESTS), os.environ.get("PYTHONPATH")])
+        ),
     }
     proc = subprocess.run(
         [sys.executable, __file__], env=env, capture_output=True, text=True, timeout=180
