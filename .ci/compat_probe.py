@@ -133,7 +133,7 @@ PROBES: list[tuple[str, str, Callable[[], str]]] = [
     ),
     (
         "torch.distributed.fsdp.fully_shard (FSDP2, public)",
-        "tests/distributed_worker.py:76,116",
+        "tests/distributed/distributed_worker.py:80,120",
         _fully_shard_public,
     ),
 ]

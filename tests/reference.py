@@ -33,6 +33,14 @@ precision). Each bound is kept in units of ``u`` (so ``u * bound`` is an absolut
 Both the implementation and this float64 reference are within ``u * bound`` of the exact result,
 so they differ by at most ``2 * u * bound`` (:func:`tolerance`); for float32/float16 the reference's
 own float64 error is negligible and the factor 2 is slack.
+
+In the arrays' precision
+------------------------
+:func:`step_in_precision` is the one exception to "no vectorised NumPy arithmetic": it computes
+the step in the arrays' own precision (float32 or float64), as MATLAB does, for the kernels that
+promise MATLAB's exact bits. Each NumPy ufunc rounds every element once, correctly (IEEE 754
+``+ - * /`` and ``sqrt``), so the vectorised form gives the bits of the element-by-element
+computation in that precision.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ __all__ = [
     "container_type",
     "run",
     "step",
+    "step_in_precision",
     "step_scalar",
     "tolerance",
     "unit_roundoff",
@@ -245,6 +254,51 @@ def assert_matches(actual, expected, bound, dtype, what: str = "value") -> None:
             f"{what} ({np.dtype(dtype)}): element {i} got {got!r}, reference {want!r}, "
             f"|diff|={diff:.3e} > tol={tol_i:.3e} ({ratio:.1f}x)"
         )
+
+
+def step_in_precision(
+    p, g, m, v, iteration, learn_rate=0.001, grad_decay=0.9, sq_grad_decay=0.999, epsilon=1e-8
+):
+    """One step in the precision of ``p`` (float32 or float64, or their complex types), in
+    MATLAB's order of operations. Returns new arrays ``(p, m, v)``.
+
+    The coefficients are computed in float64 (MATLAB's ``double``) and each is rounded once to the
+    arrays' real precision before it is applied (a double scalar times a ``single`` array is a
+    ``single`` operation in MATLAB)::
+
+        m = b1*m + (1-b1)*g
+        v = b2*v + (1-b2)*|g|^2        |g|^2 = re*re + im*im for complex g
+        p = p - (a_t*m)/(sqrt(v) + eps)
+
+    ``m``/``v`` ``None`` is MATLAB's empty state: then ``m = (1-b1)*g`` and ``v = (1-b2)*|g|^2``,
+    with no ``b*0`` term (a ``-0`` gradient keeps its sign). Complex parameters are stepped part
+    by part: ``a_t*m`` and the real denominator divide each of the real and imaginary parts.
+    """
+    p, g = np.asarray(p), np.asarray(g)
+    real = np.finfo(p.dtype).dtype  # the real precision the step is computed in
+    b1, omb1 = real.type(grad_decay), real.type(1.0 - grad_decay)
+    b2, omb2 = real.type(sq_grad_decay), real.type(1.0 - sq_grad_decay)
+    a_t = real.type(bias_corrected_rate(iteration, learn_rate, grad_decay, sq_grad_decay))
+    eps = real.type(epsilon)
+
+    def moment(state, value, decay, one_minus):
+        return one_minus * value if state is None else decay * np.asarray(state) + one_minus * value
+
+    if p.dtype.kind == "c":
+        g_sq = g.real * g.real + g.imag * g.imag
+        m_re = moment(None if m is None else np.asarray(m).real, g.real, b1, omb1)
+        m_im = moment(None if m is None else np.asarray(m).imag, g.imag, b1, omb1)
+    else:
+        g_sq = g * g
+    v_new = moment(v, g_sq, b2, omb2)
+    d = np.sqrt(v_new) + eps
+    if p.dtype.kind != "c":
+        m_new = moment(m, g, b1, omb1)
+        return p - (a_t * m_new) / d, m_new, v_new
+    p_new, m_new = np.empty_like(p), np.empty_like(p)
+    p_new.real, p_new.imag = p.real - (a_t * m_re) / d, p.imag - (a_t * m_im) / d
+    m_new.real, m_new.imag = m_re, m_im
+    return p_new, m_new, v_new
 
 
 def is_close_scalar(a, b, rel: float) -> bool:
