@@ -25,7 +25,7 @@ def solve(
     if not isinstance(inplace, bool):
         raise TypeError(f"inplace must be True or False, got {inplace!r}")
     if _plan.is_module(params):
-        from .network import update_network
+        from ._network_step import update_network
 
         return update_network(
             rule, params, grad, states, hyper, inplace=inplace, state_dtype=state_dtype
