@@ -2,7 +2,7 @@
 forms, learn-rate factors, validation, and agreement with ``torch.optim.Adam``.
 
 ``torch.optim.Adam`` computes MATLAB's step when its ``eps`` is set to ``eps/sqrt(1-b2^t)`` at
-every step (DESIGN.md §2), and a learn-rate factor is a parameter group with ``lr*factor``; it
+every step (docs/numerics.rst), and a learn-rate factor is a parameter group with ``lr*factor``; it
 is an independent implementation to compare a whole training run against.
 """
 

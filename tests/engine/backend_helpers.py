@@ -5,7 +5,7 @@ Backends: NumPy, PyTorch (CPU; both its fused and its foreach path), JAX (CPU) a
 ``array_api_strict``; the GPU variants (torch CUDA, CuPy, JAX GPU) carry the ``gpu`` marker and
 skip cleanly without a GPU. Optional libraries are skipped with ``pytest.importorskip``.
 
-The reference (:func:`reference_step`) is written here from the contract (DESIGN.md §2) with
+The reference (:func:`reference_step`) is written here from the contract (docs/numerics.rst) with
 vectorised NumPy float64/complex128 operations and nothing from ``adamupdate``:
 
     m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*|g|^2 (|g|^2 = g*conj(g), real)
