@@ -1,7 +1,8 @@
 """An independent float64 reference for MATLAB's ``adamupdate`` step.
 
-Written from the contract (MATLAB's adamupdate reference page and docs/numerics.rst) and nothing else: plain Python ``math`` and
-built-in ``complex`` arithmetic on one scalar at a time, looping over the flattened elements.
+Written from the contract (MATLAB's adamupdate reference page and docs/numerics.rst) and
+nothing else: plain Python ``math`` and built-in ``complex`` arithmetic on one scalar at a
+time, looping over the flattened elements.
 NumPy is used only to hold the numbers (reading them in, allocating the outputs); no vectorised
 NumPy arithmetic, and nothing is imported from ``adamupdate``.
 

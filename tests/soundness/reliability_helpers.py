@@ -1,9 +1,9 @@
 """Shared parts of the test_reliability_*.py files (issue #11's reliability contract): the
 backends, snapshots of every buffer (bitwise), and leaves lifted into or copied out of a library.
 
-The contract is written from MATLAB's adamupdate reference page, docs/numerics.rst, the public docstring of ``adamupdate`` and
-issue #11, not from the implementation; expected values come from the independent float64
-reference in ``tests/reference.py``.
+The contract is written from MATLAB's adamupdate reference page, docs/numerics.rst, the public
+docstring of ``adamupdate`` and issue #11, not from the implementation; expected values come
+from the independent float64 reference in ``tests/reference.py``.
 """
 
 from __future__ import annotations
