@@ -171,8 +171,11 @@ def run(
     and ``sizes[j]`` elements long; an output must *be* its input or overlap no input. Nothing
     is checked here and nothing can raise: see :func:`inspect` and :func:`fused_step_many`.
     """
-    # the coefficients in the arrays' (real) precision, as NumPy 2 applies a Python float
-    coefficients = rule.coefficients_type._make(np.array(tuple(c), real_dtype(dtype)))
+    # The coefficients in the arrays' (real) precision, as NumPy 2 applies a Python float. A
+    # field the body does not use may not fit (Adam's iteration count beyond float32): inf,
+    # without a warning or an error under np.seterr, since nothing here may raise.
+    with np.errstate(over="ignore"):
+        coefficients = rule.coefficients_type._make(np.array(tuple(c), real_dtype(dtype)))
     if dtype.kind == "c" and not any(rule.squared):  # no |g|^2: complex as pairs of reals
         dtype, sizes = real_dtype(dtype), 2 * sizes
     real, complex_ = _drivers_of(rule)
