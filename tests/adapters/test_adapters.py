@@ -16,21 +16,11 @@ import sys
 import numpy as np
 import pytest
 
+from adapter_helpers import small_gradients
 from reference import assert_matches, run
 
 LR, B1, B2, EPS = 0.01, 0.9, 0.999, 1e-8
 SHAPES = [(4, 5), (7,), ()]
-
-
-def small_gradients(rng, shape, steps, dtype, low=-6.0, high=-3.0):
-    """Gradients of magnitude 1e-6..1e-3, random signs: ε's placement matters."""
-    out = []
-    for _ in range(steps):
-        g = rng.standard_normal(shape) * 10 ** rng.uniform(low, high, shape)
-        if np.dtype(dtype).kind == "c":
-            g = g + 1j * rng.standard_normal(shape) * 10 ** rng.uniform(low, high, shape)
-        out.append(np.asarray(g).astype(dtype))
-    return out
 
 
 def reference_bounds(p0, grads, learn_rates, b1=B1, b2=B2, eps=EPS):
