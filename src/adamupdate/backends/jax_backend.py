@@ -21,6 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..rules import Rule
+from ._opaque import finish as finish  # the Backend protocol's memory parts
+from ._opaque import finish_state as finish_state
+from ._opaque import internal_overlap as internal_overlap
+from ._opaque import is_writeable as is_writeable
+from ._opaque import memory as memory
+from ._opaque import shares_memory as shares_memory
 
 NAME = "jax"
 MUTABLE = False  # in place means donated buffers: the results are new arrays
@@ -76,31 +82,8 @@ def cast(x: Any, dtype: Any) -> Any:
     return x.astype(dtype)
 
 
-def is_writeable(x: Any) -> bool:
-    return True
-
-
-def memory(x: Any) -> None:
-    return None  # JAX arrays are immutable; donated buffers are never aliased
-
-
-def internal_overlap(x: Any) -> bool:
-    return False
-
-
-def shares_memory(a: Any, b: Any) -> bool:
-    return False
-
-
 def zero_state(dtype: Any, like: Any) -> Any:
     return jnp.zeros((), dtype)
-
-
-def finish(original: Any, updated: Any) -> Any:
-    return updated
-
-
-finish_state = finish
 
 
 def group(
