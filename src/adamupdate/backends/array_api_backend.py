@@ -82,23 +82,18 @@ def zero_state(dtype: Any, like: Any) -> Any:
     return xp.zeros((), dtype=dtype, device=array_api_compat.device(like))
 
 
-def group(
-    rule: Rule,
-    dtype: Any,
-    state_dtypes: tuple[Any, ...],
-    *,
-    fresh: bool,
-    inplace: bool,
-    params: list,
-) -> Group:
-    return Group(rule, state_dtypes, fresh=fresh, inplace=inplace)
-
-
 class Group:
     """A group of Array-API arrays (see :class:`adamupdate.backends.GroupStep`)."""
 
     def __init__(
-        self, rule: Rule, state_dtypes: tuple[Any, ...], *, fresh: bool, inplace: bool
+        self,
+        rule: Rule,
+        dtype: Any,
+        state_dtypes: tuple[Any, ...],
+        *,
+        fresh: bool,
+        inplace: bool,
+        params: list,
     ) -> None:
         self.rule, self.state_dtypes = rule, tuple(state_dtypes)
         self.fresh, self.inplace = fresh, inplace
@@ -146,6 +141,9 @@ class Group:
 
     def outputs(self) -> tuple[list, tuple[list, ...]]:
         return self._outputs
+
+
+group = Group  # the backend's GroupStep factory (see adamupdate.backends.Backend.group)
 
 
 def _squared_magnitude(xp: Any, grad: Any) -> Any:

@@ -86,23 +86,18 @@ def zero_state(dtype: Any, like: Any) -> Any:
     return jnp.zeros((), dtype)
 
 
-def group(
-    rule: Rule,
-    dtype: Any,
-    state_dtypes: tuple[Any, ...],
-    *,
-    fresh: bool,
-    inplace: bool,
-    params: list,
-) -> Group:
-    return Group(rule, state_dtypes, fresh=fresh, inplace=inplace)
-
-
 class Group:
     """A group of JAX arrays (see :class:`adamupdate.backends.GroupStep`)."""
 
     def __init__(
-        self, rule: Rule, state_dtypes: tuple[Any, ...], *, fresh: bool, inplace: bool
+        self,
+        rule: Rule,
+        dtype: Any,
+        state_dtypes: tuple[Any, ...],
+        *,
+        fresh: bool,
+        inplace: bool,
+        params: list,
     ) -> None:
         self.rule = rule
         self.state_dtypes = tuple(state_dtypes)
@@ -148,6 +143,8 @@ class Group:
     def outputs(self) -> tuple[list, tuple[list, ...]]:
         return self._outputs
 
+
+group = Group  # the backend's GroupStep factory (see adamupdate.backends.Backend.group)
 
 #: Compiled steps by (jitted function, arguments' signature): compiling in :meth:`Group.bind`
 #: (so that a failure comes before any buffer is donated) would otherwise cost every call a
