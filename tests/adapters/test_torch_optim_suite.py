@@ -132,7 +132,7 @@ def _moved_the_right_way(kwargs, before, after):
 
 def test_error_inputs_raise_torchs_errors():
     inputs = INFO.optim_error_inputs_func(device=DEVICE, dtype=DTYPE)
-    assert len(inputs) >= 8
+    assert len(inputs) >= 6  # torch's own bad inputs for Adam: 6 in torch 2.5, 8 in 2.13
     for error_input in inputs:
         given = error_input.optimizer_error_input
         assert error_input.error_on == common.OptimizerErrorEnum.CONSTRUCTION_ERROR
