@@ -37,7 +37,8 @@ def _rule_step(
     p = [t.to(compute) for t in params]
     g = [t.to(compute) for t in grads]
     xs = [
-        [t.to(real if sq else compute) for t in column] for column, sq in zip(states, rule.squared)
+        [t.to(real if sq else compute) for t in column] if not fresh else []
+        for column, sq in zip(states, rule.squared)
     ]
     if compute.is_complex:
         p, g = [torch.view_as_real(t) for t in p], [torch.view_as_real(t) for t in g]
