@@ -163,15 +163,6 @@ def _scalars(rule: Rule) -> dict[str, float]:
     return {name: 0.0 for name in rule.coefficients_type._fields}
 
 
-def _pairs(x: Any) -> Any:
-    """A complex array as pairs of reals (see :mod:`adamupdate.rules`)."""
-    return jnp.stack((x.real, x.imag), axis=-1) if jnp.iscomplexobj(x) else x
-
-
-def _unpair(x: Any) -> Any:
-    return jax.lax.complex(x[..., 0], x[..., 1])
-
-
 @cache
 def _compiled_step(
     rule: Rule, fresh: bool, donate: bool, dtypes: tuple[Any, ...]
@@ -190,20 +181,36 @@ def _compiled_step(
             pairs = jnp.issubdtype(compute, jnp.complexfloating)
             gc = g.astype(compute)
             g2 = gc.real * gc.real + gc.imag * gc.imag if pairs else gc * gc
-            xs = []
-            for r, squared in enumerate(rule.squared):
-                x = None if fresh else states[r][i].astype(real if squared else compute)
-                if x is not None and pairs:
-                    x = _pairs(jnp.broadcast_to(x, p.shape))
-                    x = x[..., None] if squared else x
-                xs.append(x)
-            new: Sequence[Any] = rule.step(
-                jnp, c, _pairs(p.astype(compute)), _pairs(gc), g2[..., None] if pairs else g2, *xs
-            )
-            if pairs:
+            xs = [
+                None
+                if fresh
+                else jnp.broadcast_to(states[r][i], p.shape).astype(real if squared else compute)
+                for r, squared in enumerate(rule.squared)
+            ]
+            pc = p.astype(compute)
+            if not pairs:
+                new: Sequence[Any] = rule.step(jnp, c, pc, gc, g2, *xs)
+            else:
+                # Real and imaginary parts through the body one after the other, each divided
+                # by a divisor of its own shape: XLA rewrites a division by a broadcast divisor
+                # into a multiplication by its reciprocal, which rounds differently.
+                def part(x: Any, squared: bool, take: Any) -> Any:
+                    return x if x is None or squared else take(x)
+
+                re, im = (
+                    rule.step(
+                        jnp,
+                        c,
+                        take(pc),
+                        take(gc),
+                        g2,
+                        *(part(x, sq, take) for x, sq in zip(xs, rule.squared)),
+                    )
+                    for take in (jnp.real, jnp.imag)
+                )
                 new = [
-                    x[..., 0] if squared else _unpair(x)
-                    for x, squared in zip(new, (False, *rule.squared))
+                    a if squared else jax.lax.complex(a, b)
+                    for a, b, squared in zip(re, im, (False, *rule.squared))
                 ]
             for out, value, dtype in zip(outputs, new, (p.dtype, *dtypes)):
                 out.append(jnp.broadcast_to(value, p.shape).astype(dtype))
