@@ -510,6 +510,10 @@ def _calls_in(step, *args):
         elif event == "c_call":
             counts[getattr(arg, "__qualname__", repr(arg))] += 1
 
+    # Collected first, so that every measured step starts from the same memory: a block held
+    # by garbage in a cycle cannot be taken over by a functional output (adamupdate._reuse)
+    # until a collection, which would otherwise fall between some steps and not others.
+    gc.collect()
     gc.disable()
     sys.setprofile(profile)
     try:

@@ -47,6 +47,12 @@ BLOCK = 32768
 _prange = range  # numba.prange once built
 
 
+def _to_fixed_tuple(array: Any, length: int) -> tuple:
+    """The first ``length`` elements of ``array`` as a tuple (compiled code: an overload
+    bound by :func:`adamupdate.kernels.numba_step._build`, ``length`` a constant)."""
+    return tuple(array[:length])
+
+
 def _pointer(address: int, witness: Any) -> Any:
     """``(T*) address`` for the type ``T`` of the scalar ``witness`` (compiled code only: an
     overload bound by :func:`adamupdate.kernels.numba_step._build`)."""
@@ -67,7 +73,8 @@ def _inlined(numba: Any, options: dict[str, Any], function: Any, rule: Rule, tag
 
 
 def drivers(rule: Rule, numba: Any, options: dict[str, Any]) -> tuple[Any, Any]:
-    """``(real, complex)`` compiled drivers ``(table, sizes, c, fresh, parallel)`` for ``rule``
+    """``(real, complex)`` compiled drivers ``(table, sizes, k, fresh, parallel)`` for ``rule``
+    (``k``: the coefficients' values, in their order, as an array of the arrays' real dtype)
     (``complex`` is ``None`` when the rule has no squared state). Called once per rule, after
     :func:`adamupdate.kernels.numba_step._build` has bound the intrinsics."""
 
@@ -86,6 +93,12 @@ def drivers(rule: Rule, numba: Any, options: dict[str, Any]) -> tuple[Any, Any]:
         getattr(x, "__module__", "").startswith("adamupdate.")
         for x in (rule.step, rule.coefficients_type)
     )
+
+    # The coefficients arrive as an array in the arrays' real precision and become the rule's
+    # NamedTuple in compiled code: numba types an array argument in C, while a tuple of NumPy
+    # scalars can send it through its Python-level typing on some calls.
+    coefficients_type = rule.coefficients_type
+    fields = len(coefficients_type._fields)
 
     # The step on the table's two state slots; slots the rule does not have pass through.
     if count == 0:
@@ -181,8 +194,9 @@ def drivers(rule: Rule, numba: Any, options: dict[str, Any]) -> tuple[Any, Any]:
 
         span = jitable(span, kind)
 
-        def walk(h, starts, lo, hi, c, fresh):  # type: ignore[no-untyped-def]
+        def walk(h, starts, lo, hi, k, fresh):  # type: ignore[no-untyped-def]
             """Elements [lo, hi) of the concatenation of all arrays (``starts``: offsets)."""
+            c = coefficients_type(*_to_fixed_tuple(k, fields))
             j = np.searchsorted(starts, lo, side="right") - 1
             while lo < hi:
                 stop = min(hi, starts[j + 1])
@@ -194,7 +208,7 @@ def drivers(rule: Rule, numba: Any, options: dict[str, Any]) -> tuple[Any, Any]:
         return jitable(walk, kind)
 
     def driver(walk):  # type: ignore[no-untyped-def]
-        def drive(h, sizes, c, fresh, parallel):  # type: ignore[no-untyped-def]
+        def drive(h, sizes, k, fresh, parallel):  # type: ignore[no-untyped-def]
             # np.empty, not np.zeros: a parallel function would fill zeros in a parallel
             # region of its own, a second wake-up of the thread pool per call
             starts = np.empty(sizes.shape[0] + 1, np.intp)
@@ -203,10 +217,10 @@ def drivers(rule: Rule, numba: Any, options: dict[str, Any]) -> tuple[Any, Any]:
                 starts[j + 1] = starts[j] + sizes[j]
             total = starts[-1]
             if not parallel:
-                walk(h, starts, 0, total, c, fresh)
+                walk(h, starts, 0, total, k, fresh)
                 return
             for b in _prange((total + BLOCK - 1) // BLOCK):
-                walk(h, starts, b * BLOCK, min((b + 1) * BLOCK, total), c, fresh)
+                walk(h, starts, b * BLOCK, min((b + 1) * BLOCK, total), k, fresh)
 
         return numba.njit(parallel=True, cache=cached, **options)(drive)
 

@@ -175,7 +175,7 @@ def run(
     # field the body does not use may not fit (Adam's iteration count beyond float32): inf,
     # without a warning or an error under np.seterr, since nothing here may raise.
     with np.errstate(over="ignore"):
-        coefficients = rule.coefficients_type._make(np.array(tuple(c), real_dtype(dtype)))
+        coefficients = np.array(tuple(c), real_dtype(dtype))
     if dtype.kind == "c" and not any(rule.squared):  # no |g|^2: complex as pairs of reals
         dtype, sizes = real_dtype(dtype), 2 * sizes
     real, complex_ = _drivers_of(rule)
@@ -337,12 +337,19 @@ def _build() -> None:
 
             return load
 
-        # The loops call _loops._pointer, a plain function compiled as this overload: numba
-        # keys its disk cache of the loops (closures) by what they refer to, and a plain
-        # function is found again in a new process, while an intrinsic has a new id each time.
+        # The loops call _loops._pointer and _loops._to_fixed_tuple, plain functions compiled
+        # as these overloads: numba keys its disk cache of the loops (closures) by what they
+        # refer to, and a plain function is found again in a new process, while an intrinsic
+        # has a new id each time.
         @numba.extending.overload(_loops._pointer)
         def compiled_pointer(address, witness):  # numba compares its signature: no annotations
             return lambda address, witness: pointer(address, witness)
+
+        from numba.np.unsafe.ndarray import to_fixed_tuple
+
+        @numba.extending.overload(_loops._to_fixed_tuple)
+        def compiled_to_fixed_tuple(array, length):  # (an intrinsic too: see above)
+            return lambda array, length: to_fixed_tuple(array, length)
 
         vars(_loops).update(_prange=numba.prange)
         vars(_headers).update(_load_intp=loader(types.intp), _load_int32=loader(types.int32))
