@@ -178,7 +178,7 @@ class Group:
             kernel = numba_kernel()
             self.kernel = kernel if kernel is not None and kernel.steps(rule) else None
         # The kernel's seven rows: p, g, two states, p out, two states out (a rule with one
-        # state repeats it); the dtype of each.
+        # state repeats it, one without has the parameter's rows there); the dtype of each.
         pair = ((*self.state_dtypes, *self.state_dtypes) or (dtype, dtype))[:2]
         self._row_dtypes = (dtype, dtype, *pair, dtype, *pair)
         # what the kernel writes: p and each state once (a rule with one state repeats it)

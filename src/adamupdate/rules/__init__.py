@@ -18,10 +18,13 @@ Flattening, validation, grouping, planning, the kernels' memory walk and the bac
 know which rule they run: a rule is described to them by the names of its states and which of
 those accumulate ``|g|^2`` (kept real for complex parameters).
 
-Complex parameters are stepped as pairs of reals, as MATLAB multiplies a complex array by a
-real scalar and divides it by a real array componentwise: ``p``, ``g`` and the states that
-follow ``g`` arrive as ``(..., 2)`` real arrays, the squared states as ``(..., 1)``, and
-``g2 = |g|^2`` with the squared states' shape.
+Complex parameters are stepped as real numbers, as MATLAB multiplies a complex array by a
+real scalar and divides it by a real array componentwise: either as ``(..., 2)`` pairs of reals
+for ``p``, ``g`` and the states that follow ``g``, with the squared states and ``g2 = |g|^2``
+as ``(..., 1)`` (NumPy's ufuncs, PyTorch's ``foreach`` ops), or real and imaginary parts
+through the body one after the other with the same ``g2`` (the numba kernel, JAX, whose
+compiler turns a division by a broadcast divisor into a multiplication by its reciprocal, and
+the optax adapter). The Array-API route alone steps complex arrays as they are (see there).
 """
 
 from __future__ import annotations
